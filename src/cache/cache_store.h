@@ -1,0 +1,56 @@
+// CacheStore: the on-disk cache directory and the tree that mirrors the remote namespace.
+//
+// Layout (docs/ONDISK.md):  <cache>/tree/  the mirrored tree; files are sparse, at full size
+//                           <cache>/meta/  index.db (MetaDb), lock, fanhsm.log
+// Contract
+// - open() creates the layout if missing (mode 0700, so the sparse tree is not readable
+//   by others around the view), takes an exclusive flock on meta/lock (EBUSY if another
+//   daemon uses this cache) and opens the index.
+// - Every path is relative (util/rel_path.h) and resolved beneath tree/ with
+//   openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): nothing outside tree/ is touched.
+// - Thread-safe: no mutable state besides the MetaDb, which locks itself.
+// - The daemon's own I/O uses this (unmarked) path, never the user's view mount, so it
+//   raises no fanotify events.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cache/meta_db.h"
+#include "util/entry.h"
+#include "util/unique_fd.h"
+
+namespace hsm::cache {
+
+class CacheStore {
+ public:
+  static Result<std::unique_ptr<CacheStore>> open(const std::string& cacheDir);
+
+  const std::string& dir() const { return dir_; }
+  std::string treePath() const { return dir_ + "/tree"; }
+  std::string metaPath() const { return dir_ + "/meta"; }
+  int treeFd() const { return treeFd_.get(); }
+  MetaDb& db() { return *db_; }
+
+  // Opens an entry of the tree (O_CLOEXEC added). Symlinks are never followed.
+  Result<UniqueFd> openBeneath(const std::string& path, int flags) const;
+
+  // Creates (or updates the attributes of) `e` inside directory `dir` of the tree:
+  // directories with their mode; files sparse at full size with mode and mtime; symlinks
+  // with their target. An existing file of the right size keeps its content unless
+  // `discardContent`. Directory mtimes are set by setDirTimes() after the listing.
+  Status materialize(const std::string& dir, const Entry& e, bool discardContent) const;
+  Status setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const;
+
+  // Filesystem type name of the cache ("ext4", "tmpfs", ...).
+  std::string fsTypeName() const;
+
+ private:
+  CacheStore() = default;
+  std::string dir_;
+  UniqueFd lockFd_;
+  UniqueFd treeFd_;
+  std::unique_ptr<MetaDb> db_;
+};
+
+}  // namespace hsm::cache

@@ -1,0 +1,354 @@
+#include "cache/meta_db.h"
+
+#include "util/rel_path.h"
+
+namespace hsm::cache {
+namespace {
+
+// A prepared statement, finalized on destruction. Binds are 1-based.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  Status prepared() const {
+    if (rc_ == SQLITE_OK) return Status::ok();
+    return Status::error(EIO, fmt::format("index: prepare: {}", sqlite3_errmsg(db_)));
+  }
+  Stmt& bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  // SQLITE_ROW -> true, SQLITE_DONE -> false, else error.
+  Result<bool> step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return Status::error(EIO, fmt::format("index: {}", sqlite3_errmsg(db_)));
+  }
+  Status run() {
+    auto r = step();
+    if (!r) return r.status();
+    return Status::ok();
+  }
+  void reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string text(int col) const {
+    const auto* p = sqlite3_column_text(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+  std::string blob(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+// Rolls back unless committed.
+class Txn {
+ public:
+  explicit Txn(sqlite3* db) : db_(db) {
+    ok_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~Txn() {
+    if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  Status begun() const {
+    return ok_ ? Status::ok()
+               : Status::error(EIO, fmt::format("index: begin: {}", sqlite3_errmsg(db_)));
+  }
+  Status commit() {
+    done_ = true;
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      Status s = Status::error(EIO, fmt::format("index: commit: {}", sqlite3_errmsg(db_)));
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return s;
+    }
+    return Status::ok();
+  }
+
+ private:
+  sqlite3* db_;
+  bool ok_ = false;
+  bool done_ = false;
+};
+
+constexpr const char* kSelectEntry =
+    "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present "
+    "FROM entries WHERE path = ?1";
+
+}  // namespace
+
+const char* stateName(State s) {
+  switch (s) {
+    case State::kEmpty:
+      return "empty";
+    case State::kPartial:
+      return "partial";
+    case State::kFull:
+      return "full";
+  }
+  return "unknown";
+}
+
+Result<std::unique_ptr<MetaDb>> MetaDb::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Status::error(EIO, fmt::format("index '{}': {}", path, msg));
+  }
+  std::unique_ptr<MetaDb> m(new MetaDb(db));
+  sqlite3_busy_timeout(db, 5000);
+  HSM_RETURN_IF_ERROR(m->exec("PRAGMA journal_mode=WAL").withContext(path));
+  HSM_RETURN_IF_ERROR(m->exec("PRAGMA synchronous=NORMAL"));
+  HSM_RETURN_IF_ERROR(m->migrate().withContext(fmt::format("index '{}'", path)));
+  return m;
+}
+
+MetaDb::~MetaDb() { sqlite3_close(db_); }
+
+Status MetaDb::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    Status s = Status::error(EIO, fmt::format("index: {}", err ? err : "error"));
+    sqlite3_free(err);
+    return s;
+  }
+  return Status::ok();
+}
+
+Status MetaDb::migrate() {
+  std::lock_guard lock(mu_);
+  HSM_RETURN_IF_ERROR(exec(
+      "CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+      "WITHOUT ROWID"));
+  Stmt get(db_, "SELECT value FROM settings WHERE key = 'schema_version'");
+  HSM_RETURN_IF_ERROR(get.prepared());
+  auto row = get.step();
+  if (!row) return row.status();
+  int version = *row ? std::stoi(get.text(0)) : 0;
+  if (version > kSchemaVersion) {
+    return Status::error(EPROTO, fmt::format("schema version {} is newer than this fanhsm ({})",
+                                             version, kSchemaVersion));
+  }
+  if (version == 0) {
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    HSM_RETURN_IF_ERROR(exec(
+        "CREATE TABLE entries("
+        " path TEXT PRIMARY KEY,"
+        " type INTEGER NOT NULL,"
+        " size INTEGER NOT NULL,"
+        " mtime_ns INTEGER NOT NULL,"
+        " mode INTEGER NOT NULL,"
+        " link TEXT NOT NULL DEFAULT '',"
+        " version TEXT NOT NULL DEFAULT '',"
+        " state INTEGER NOT NULL DEFAULT 0,"
+        " present BLOB,"
+        " bytes_present INTEGER NOT NULL DEFAULT 0"
+        ") WITHOUT ROWID"));
+    HSM_RETURN_IF_ERROR(exec(
+        "CREATE INDEX entries_unlisted ON entries(type, state) WHERE type = 1 AND state = 0"));
+    HSM_RETURN_IF_ERROR(
+        exec("INSERT INTO settings(key, value) VALUES('schema_version', '1')"));
+    HSM_RETURN_IF_ERROR(txn.commit());
+  }
+  return Status::ok();
+}
+
+Result<std::optional<std::string>> MetaDb::getSetting(const std::string& key) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT value FROM settings WHERE key = ?1");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, key);
+  auto row = s.step();
+  if (!row) return row.status();
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(s.text(0));
+}
+
+Status MetaDb::setSetting(const std::string& key, const std::string& value) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "INSERT INTO settings(key, value) VALUES(?1, ?2) "
+              "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, key).bind(2, value);
+  return s.run();
+}
+
+Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, kSelectEntry);
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path);
+  auto row = s.step();
+  if (!row) return row.status();
+  if (!*row) return std::optional<EntryRow>();
+  EntryRow r;
+  r.path = path;
+  r.type = static_cast<EntryType>(s.i64(0));
+  r.size = static_cast<uint64_t>(s.i64(1));
+  r.mtimeNs = s.i64(2);
+  r.mode = static_cast<uint32_t>(s.i64(3));
+  r.linkTarget = s.text(4);
+  r.version = s.text(5);
+  r.state = static_cast<int>(s.i64(6));
+  r.present = s.blob(7);
+  r.bytesPresent = static_cast<uint64_t>(s.i64(8));
+  return std::optional<EntryRow>(std::move(r));
+}
+
+Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
+  Stmt sel(db_, "SELECT type, version, size FROM entries WHERE path = ?1");
+  HSM_RETURN_IF_ERROR(sel.prepared());
+  sel.bind(1, path);
+  auto row = sel.step();
+  if (!row) return row.status();
+  bool exists = *row;
+  bool sameType = exists && sel.i64(0) == static_cast<int64_t>(e.type);
+  bool changed = exists && e.type == EntryType::kFile &&
+                 (!sameType || sel.text(1) != e.version ||
+                  static_cast<uint64_t>(sel.i64(2)) != e.size);
+  if (exists && sameType && !changed) {
+    Stmt up(db_, "UPDATE entries SET mtime_ns = ?2, mode = ?3, link = ?4 WHERE path = ?1");
+    HSM_RETURN_IF_ERROR(up.prepared());
+    up.bind(1, path).bind(2, e.mtimeNs).bind(3, int64_t{e.mode}).bind(4, e.linkTarget);
+    HSM_RETURN_IF_ERROR(up.run());
+    return false;
+  }
+  Stmt ins(db_,
+           "INSERT OR REPLACE INTO entries(path, type, size, mtime_ns, mode, link, version, "
+           "state, present, bytes_present) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0)");
+  HSM_RETURN_IF_ERROR(ins.prepared());
+  ins.bind(1, path)
+      .bind(2, static_cast<int64_t>(e.type))
+      .bind(3, static_cast<int64_t>(e.size))
+      .bind(4, e.mtimeNs)
+      .bind(5, int64_t{e.mode})
+      .bind(6, e.linkTarget)
+      .bind(7, e.version)
+      // An empty file has nothing to fetch: it is complete from the start.
+      .bind(8, static_cast<int64_t>(e.type == EntryType::kFile && e.size == 0 ? State::kFull
+                                                                             : State::kEmpty));
+  HSM_RETURN_IF_ERROR(ins.run());
+  return changed;
+}
+
+Result<bool> MetaDb::upsertEntry(const std::string& path, const Entry& e) {
+  std::lock_guard lock(mu_);
+  return upsertLocked(path, e);
+}
+
+Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& entries,
+                            std::vector<std::string>* changed) {
+  std::lock_guard lock(mu_);
+  Txn txn(db_);
+  HSM_RETURN_IF_ERROR(txn.begun());
+  for (const auto& e : entries) {
+    std::string path = joinPath(dir, e.name);
+    auto c = upsertLocked(path, e);
+    if (!c) return c.status();
+    if (*c && changed) changed->push_back(path);
+  }
+  Stmt mark(db_, "UPDATE entries SET state = 1 WHERE path = ?1 AND type = 1");
+  HSM_RETURN_IF_ERROR(mark.prepared());
+  mark.bind(1, dir);
+  HSM_RETURN_IF_ERROR(mark.run());
+  return txn.commit();
+}
+
+Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {
+  if (updates.empty()) return Status::ok();
+  std::lock_guard lock(mu_);
+  Txn txn(db_);
+  HSM_RETURN_IF_ERROR(txn.begun());
+  Stmt s(db_,
+         "UPDATE entries SET state = ?3, present = ?4, bytes_present = ?5 "
+         "WHERE path = ?1 AND version = ?2");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  for (const auto& u : updates) {
+    s.bind(1, u.path)
+        .bind(2, u.version)
+        .bind(3, static_cast<int64_t>(u.state))
+        .bindBlob(4, u.present)
+        .bind(5, static_cast<int64_t>(u.bytesPresent));
+    HSM_RETURN_IF_ERROR(s.run());
+    s.reset();
+  }
+  return txn.commit();
+}
+
+Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT path FROM entries WHERE type = 1 AND state = 0 LIMIT ?1");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, static_cast<int64_t>(limit));
+  std::vector<std::string> out;
+  while (true) {
+    auto row = s.step();
+    if (!row) return row.status();
+    if (!*row) break;
+    out.push_back(s.text(0));
+  }
+  return out;
+}
+
+Result<CacheStats> MetaDb::stats() {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "SELECT type, state, count(*), sum(size), sum(bytes_present) FROM entries "
+         "GROUP BY type, state");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  CacheStats st;
+  while (true) {
+    auto row = s.step();
+    if (!row) return row.status();
+    if (!*row) break;
+    auto type = static_cast<EntryType>(s.i64(0));
+    int state = static_cast<int>(s.i64(1));
+    auto n = static_cast<uint64_t>(s.i64(2));
+    if (type == EntryType::kFile) {
+      st.files += n;
+      st.bytesTotal += static_cast<uint64_t>(s.i64(3));
+      st.bytesPresent += static_cast<uint64_t>(s.i64(4));
+      if (state == static_cast<int>(State::kEmpty)) st.filesEmpty += n;
+      if (state == static_cast<int>(State::kPartial)) st.filesPartial += n;
+      if (state == static_cast<int>(State::kFull)) st.filesFull += n;
+    } else if (type == EntryType::kDir) {
+      st.dirs += n;
+      if (state == kDirListed) st.dirsListed += n;
+    } else {
+      st.symlinks += n;
+    }
+  }
+  return st;
+}
+
+}  // namespace hsm::cache

@@ -1,0 +1,107 @@
+// MetaDb: the persistent index of a cache — one row per entry of the mirrored tree with
+// its attributes, remote version, content state and present-chunk map; plus key/value
+// settings (schema version, source, chunk size).
+//
+// Contract
+// - Backed by SQLite in WAL mode at <cache>/meta/index.db; rows keyed by relative path
+//   (B-tree: lookups are O(log n), nothing is loaded into memory in full).
+// - Thread-safe: one connection guarded by a mutex (rank 30, see docs/LOCKING.md); every
+//   method is one short transaction. Never called with another fanhsm lock held... except
+//   the Hydrator's per-file lock, which ranks below it.
+// - Durability: recordContent() is called only after the bytes it describes were
+//   fdatasync()ed (the Hydrator guarantees this), so a recorded chunk is never a hole.
+// - Errors: EIO with SQLite's message; a schema newer than this binary knows: EPROTO.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "util/entry.h"
+#include "util/status.h"
+
+namespace hsm::cache {
+
+// Content state of a file; directories use kUnlisted/kListed.
+enum class State : int { kEmpty = 0, kPartial = 1, kFull = 2 };
+inline constexpr int kDirUnlisted = 0;
+inline constexpr int kDirListed = 1;
+
+const char* stateName(State s);
+
+struct EntryRow {
+  std::string path;
+  EntryType type = EntryType::kFile;
+  uint64_t size = 0;
+  int64_t mtimeNs = 0;
+  uint32_t mode = 0;
+  std::string linkTarget;
+  std::string version;
+  int state = 0;             // State for files, kDirUnlisted/kDirListed for dirs
+  std::string present;       // ChunkMap::serialize() for files
+  uint64_t bytesPresent = 0;
+};
+
+struct ContentUpdate {
+  std::string path;
+  std::string version;  // update applies only if the row still has this version
+  State state = State::kEmpty;
+  std::string present;
+  uint64_t bytesPresent = 0;
+};
+
+struct CacheStats {
+  uint64_t files = 0, filesEmpty = 0, filesPartial = 0, filesFull = 0;
+  uint64_t dirs = 0, dirsListed = 0, symlinks = 0;
+  uint64_t bytesTotal = 0, bytesPresent = 0;
+};
+
+class MetaDb {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens or creates the index; runs migrations. `path` is the database file.
+  static Result<std::unique_ptr<MetaDb>> open(const std::string& path);
+  ~MetaDb();
+  MetaDb(const MetaDb&) = delete;
+  MetaDb& operator=(const MetaDb&) = delete;
+
+  Result<std::optional<std::string>> getSetting(const std::string& key);
+  Status setSetting(const std::string& key, const std::string& value);
+
+  Result<std::optional<EntryRow>> get(const std::string& path);
+
+  // Inserts or updates one row as listed from the remote. A file whose version is
+  // unchanged keeps its content state; a changed or new file starts kEmpty; a directory
+  // keeps its listed flag. Returns true if an existing file's version changed (its cached
+  // content must be discarded by the caller).
+  Result<bool> upsertEntry(const std::string& path, const Entry& e);
+  // Applies a whole directory listing in one transaction and marks `dir` listed.
+  // `changed` receives the paths of files whose version changed.
+  Status applyListing(const std::string& dir, const std::vector<Entry>& entries,
+                      std::vector<std::string>* changed);
+
+  // Records content states in one transaction (see durability above).
+  Status recordContent(const std::vector<ContentUpdate>& updates);
+
+  // Directories not yet listed, up to `limit`.
+  Result<std::vector<std::string>> unlistedDirs(size_t limit);
+
+  Result<CacheStats> stats();
+
+ private:
+  explicit MetaDb(sqlite3* db) : db_(db) {}
+  Status exec(const char* sql);
+  Status migrate();
+  Result<bool> upsertLocked(const std::string& path, const Entry& e);
+
+  std::mutex mu_;  // rank 30: guards db_
+  sqlite3* db_;
+};
+
+}  // namespace hsm::cache

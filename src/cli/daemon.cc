@@ -1,0 +1,262 @@
+#include "cli/daemon.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+
+#include "cache/cache_store.h"
+#include "cli/control.h"
+#include "cli/registry.h"
+#include "core/hydrator.h"
+#include "core/namespace_populator.h"
+#include "frontend/fanotify/fanotify_frontend.h"
+#include "remote/localdir/localdir_remote.h"
+#include "util/log.h"
+#include "util/rel_path.h"
+
+namespace hsm::cli {
+namespace {
+
+void report(int readyFd, const std::string& msg) {
+  if (readyFd < 0) return;
+  ssize_t n = ::write(readyFd, msg.data(), msg.size());
+  (void)n;  // the waiting parent may be gone; nothing else to do
+}
+
+class Daemon {
+ public:
+  explicit Daemon(const MountConfig& config) : config_(config) {}
+
+  Status setup() {
+    auto remote = remote::LocalDirRemote::open(config_.source);
+    if (!remote) return remote.status();
+    remote_ = std::move(*remote);
+    auto cache = cache::CacheStore::open(config_.cacheDir);
+    if (!cache) return cache.status();
+    cache_ = std::move(*cache);
+    HSM_RETURN_IF_ERROR(checkCacheSettings());
+
+    core::HydratorConfig hc;
+    hc.chunkSize = config_.chunkSize;
+    hc.readahead = config_.readahead;
+    hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
+    populator_ = std::make_unique<core::NamespacePopulator>(*remote_, *cache_, config_.crawlParallel);
+    HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
+
+    frontend::FanotifyConfig fc;
+    fc.treePath = cache_->treePath();
+    fc.mountpoint = config_.mountpoint;
+    fc.cacheFsType = cache_->fsTypeName();
+    fc.workers = config_.workers;
+    frontend_ = std::make_unique<frontend::FanotifyFrontend>(fc, *hydrator_, *populator_);
+    HSM_RETURN_IF_ERROR(frontend_->start());
+
+    HSM_RETURN_IF_ERROR(ensureRunDir());
+    auto ctl = listenControl(socketPathFor(config_.mountpoint));
+    if (!ctl) return ctl.status();
+    control_ = std::move(*ctl);
+    MountRecord rec{config_.mountpoint, remote_->describe(), config_.cacheDir, frontend_->name(),
+                    socketPathFor(config_.mountpoint), static_cast<int>(::getpid())};
+    return writeRecord(rec);
+  }
+
+  // Serves control requests and signals until stopped. Returns the exit code.
+  int serve(int sigFd) {
+    while (!stop_) {
+      struct pollfd fds[2] = {{sigFd, POLLIN, 0}, {control_.get(), POLLIN, 0}};
+      int n = ::poll(fds, 2, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        log::error("poll: {}", std::strerror(errno));
+        break;
+      }
+      if (fds[0].revents & POLLIN) {
+        struct signalfd_siginfo si {};
+        if (::read(sigFd, &si, sizeof si) == sizeof si) {
+          log::info("signal {}: stopping", strsignal(static_cast<int>(si.ssi_signo)));
+          Status s = frontend_->unmount(false);
+          if (!s) {
+            log::warn("{}; detaching the view lazily", s.message());
+            s = frontend_->unmount(true);
+            if (!s) log::error("{}", s.message());
+          }
+          stop_ = true;
+        }
+      }
+      if (fds[1].revents & POLLIN) handleConnection();
+    }
+    shutdown();
+    return 0;
+  }
+
+  void shutdown() {
+    if (frontend_) frontend_->stop();
+    if (populator_) populator_->stop();
+    if (hydrator_) {
+      Status s = hydrator_->flush();
+      if (!s) log::error("recording cache state: {}", s.message());
+    }
+    frontend_.reset();
+    populator_.reset();
+    hydrator_.reset();
+    if (control_) {
+      control_.reset();
+      ::unlink(socketPathFor(config_.mountpoint).c_str());
+      removeRecord(config_.mountpoint);
+    }
+    log::info("stopped: {} unmounted", config_.mountpoint);
+  }
+
+ private:
+  Status checkCacheSettings() {
+    auto& db = cache_->db();
+    auto src = db.getSetting("source");
+    if (!src) return src.status();
+    std::string desc = remote_->describe();
+    if (src->has_value() && **src != desc) {
+      return Status::error(EEXIST, fmt::format("cache '{}' holds '{}', not '{}': choose another "
+                                               "--cache directory",
+                                               config_.cacheDir, **src, desc));
+    }
+    if (!src->has_value()) HSM_RETURN_IF_ERROR(db.setSetting("source", desc));
+    auto chunk = db.getSetting("chunk_size");
+    if (!chunk) return chunk.status();
+    if (chunk->has_value()) {
+      config_.chunkSize = std::stoull(**chunk);  // the cache's range maps use its own chunk size
+    } else {
+      HSM_RETURN_IF_ERROR(db.setSetting("chunk_size", std::to_string(config_.chunkSize)));
+    }
+    return Status::ok();
+  }
+
+  void handleConnection() {
+    UniqueFd conn(::accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return;
+    auto req = readRequest(conn.get());
+    nlohmann::json resp;
+    if (!req) {
+      resp = {{"ok", false}, {"error", req.status().message()}, {"errno", req.status().code()}};
+    } else {
+      std::string op = req->value("op", "");
+      if (op == "status") {
+        resp = status(req->value("path", ""));
+      } else if (op == "umount") {
+        Status s = frontend_->unmount(req->value("lazy", false));
+        if (s) {
+          resp = {{"ok", true}};
+          stop_ = true;
+        } else {
+          resp = {{"ok", false}, {"error", s.message()}, {"errno", s.code()}};
+        }
+      } else {
+        resp = {{"ok", false}, {"error", "unknown request"}, {"errno", EINVAL}};
+      }
+    }
+    Status w = writeResponse(conn.get(), resp);
+    if (!w) log::warn("control: {}", w.message());
+  }
+
+  nlohmann::json status(const std::string& path) {
+    if (!validateRelPath(path)) return {{"ok", false}, {"error", "bad path"}, {"errno", EINVAL}};
+    if (!path.empty()) {
+      auto row = cache_->db().get(path);
+      if (!row) return {{"ok", false}, {"error", row.status().message()}, {"errno", EIO}};
+      if (!row->has_value()) {
+        return {{"ok", false},
+                {"error", fmt::format("'{}' is not in the mirrored tree (not listed yet?)", path)},
+                {"errno", ENOENT}};
+      }
+      const auto& r = **row;
+      nlohmann::json j = {{"ok", true}, {"path", path}};
+      if (r.type == EntryType::kFile) {
+        auto fi = hydrator_->info(path);
+        if (!fi) return {{"ok", false}, {"error", fi.status().message()}, {"errno", fi.status().code()}};
+        j["type"] = "file";
+        j["state"] = cache::stateName(fi->state);
+        j["size"] = fi->size;
+        j["bytes_present"] = fi->bytesPresent;
+        j["bytes_durable"] = fi->bytesDurable;
+      } else if (r.type == EntryType::kDir) {
+        j["type"] = "dir";
+        j["state"] = r.state == cache::kDirListed ? "listed" : "unlisted";
+      } else {
+        j["type"] = "symlink";
+        j["target"] = r.linkTarget;
+      }
+      return j;
+    }
+    auto st = cache_->db().stats();
+    if (!st) return {{"ok", false}, {"error", st.status().message()}, {"errno", EIO}};
+    auto crawl = populator_->stats();
+    auto fe = frontend_->stats();
+    auto hs = hydrator_->stats();
+    return {{"ok", true},
+            {"mountpoint", config_.mountpoint},
+            {"source", remote_->describe()},
+            {"cache", config_.cacheDir},
+            {"cache_fs", cache_->fsTypeName()},
+            {"frontend", frontend_->name()},
+            {"pid", ::getpid()},
+            {"chunk_size", config_.chunkSize},
+            {"bytes_total", st->bytesTotal},
+            {"bytes_present", st->bytesPresent},
+            {"files", {{"total", st->files}, {"empty", st->filesEmpty}, {"partial", st->filesPartial}, {"full", st->filesFull}}},
+            {"dirs", {{"total", st->dirs}, {"listed", st->dirsListed}}},
+            {"symlinks", st->symlinks},
+            {"crawl", {{"done", crawl.done}, {"dirs_listed", crawl.dirsListed}, {"dirs_queued", crawl.dirsQueued},
+                       {"dirs_active", crawl.dirsActive}, {"entries", crawl.entriesAdded},
+                       {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds}}},
+            {"events", {{"content", fe.fileEvents}, {"dir_open", fe.dirEvents}, {"file_open", fe.openEvents},
+                        {"denied", fe.denied}, {"ignore_marks", fe.ignoreMarks}, {"pending", fe.pending}}},
+            {"fetch", {{"count", hs.fetches}, {"bytes", hs.fetchedBytes}, {"errors", hs.fetchErrors},
+                       {"readahead", hs.readaheadFetches}, {"waits", hs.waits},
+                       {"files_completed", hs.filesCompleted}}}};
+  }
+
+  MountConfig config_;
+  std::unique_ptr<remote::LocalDirRemote> remote_;
+  std::unique_ptr<cache::CacheStore> cache_;
+  std::unique_ptr<core::Hydrator> hydrator_;
+  std::unique_ptr<core::NamespacePopulator> populator_;
+  std::unique_ptr<frontend::Frontend> frontend_;
+  UniqueFd control_;
+  bool stop_ = false;
+};
+
+}  // namespace
+
+int runDaemon(const MountConfig& config, int readyFd) {
+  // Signals are taken synchronously by the main loop; block them before any thread starts
+  // so every thread inherits the mask.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  UniqueFd sigFd(::signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sigFd) {
+    report(readyFd, fmt::format("ERR signalfd: {}\n", std::strerror(errno)));
+    return 1;
+  }
+  Daemon d(config);
+  Status s = d.setup();
+  if (!s) {
+    log::error("{}", s.message());
+    report(readyFd, "ERR " + s.message() + "\n");
+    d.shutdown();
+    return 1;
+  }
+  log::info("mounted {} at {} (cache {})", config.source, config.mountpoint, config.cacheDir);
+  report(readyFd, "OK\n");
+  if (readyFd >= 0) ::close(readyFd);
+  return d.serve(sigFd.get());
+}
+
+}  // namespace hsm::cli

@@ -1,0 +1,420 @@
+// fanhsm: the command line. Parses options into MountConfig and runs the verbs:
+//   mount SOURCE MOUNTPOINT    start a daemon serving SOURCE at MOUNTPOINT
+//   umount MOUNTPOINT          clean stop
+//   status [--json] PATH...    state of a mount or of files under it
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/config.h"
+#include "cli/control.h"
+#include "cli/daemon.h"
+#include "cli/registry.h"
+#include "util/log.h"
+
+namespace hsm::cli {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+int fail(const std::string& msg) {
+  std::cerr << "fanhsm: " << msg << "\n";
+  return 1;
+}
+
+bool hasCapSysAdmin() {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capget, &hdr, data) != 0) return ::geteuid() == 0;
+  return (data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
+}
+
+Result<std::string> canonicalDir(const std::string& path, const char* what) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) == nullptr) {
+    return Status::fromErrno(errno, fmt::format("{} '{}'", what, path));
+  }
+  struct stat st {};
+  if (::stat(buf, &st) != 0) return Status::fromErrno(errno, fmt::format("{} '{}'", what, path));
+  if (!S_ISDIR(st.st_mode)) return Status::error(ENOTDIR, fmt::format("{} '{}' is not a directory", what, path));
+  return std::string(buf);
+}
+
+// Absolute path of `path` without following a final symlink.
+Result<std::string> absoluteNoFollow(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto slash = p.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
+  std::string name = slash == std::string::npos ? p : p.substr(slash + 1);
+  char buf[PATH_MAX];
+  if (::realpath(dir.c_str(), buf) == nullptr) return Status::fromErrno(errno, fmt::format("'{}'", path));
+  std::string d(buf);
+  if (name.empty() || name == ".") return d;
+  if (name == "..") {
+    if (::realpath(p.c_str(), buf) == nullptr) return Status::fromErrno(errno, fmt::format("'{}'", path));
+    return std::string(buf);
+  }
+  return d == "/" ? "/" + name : d + "/" + name;
+}
+
+bool isInside(const std::string& path, const std::string& dir) {
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                         (path[dir.size()] == '/' || dir == "/"));
+}
+
+std::string defaultCacheDir(const std::string& mountpoint) {
+  std::string name;
+  for (char c : mountpoint) name.push_back(c == '/' ? '-' : c);
+  while (!name.empty() && name.front() == '-') name.erase(name.begin());
+  if (name.empty()) name = "root";
+  return "/var/cache/fanhsm/" + name;
+}
+
+std::string humanBytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+// Clears the mount left behind by a daemon that died; errors if a live one serves it.
+Status clearStale(const std::string& mountpoint) {
+  auto rec = readRecord(mountpoint);
+  if (rec && processAlive(rec->pid)) {
+    return Status::error(EBUSY, fmt::format("'{}' is already mounted by fanhsm (pid {}, source {})",
+                                            mountpoint, rec->pid, rec->source));
+  }
+  if (rec) {
+    if (isMountPoint(mountpoint)) {
+      if (::umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+        return Status::fromErrno(errno, fmt::format("clearing the stale mount at '{}'", mountpoint));
+      }
+      std::cerr << "fanhsm: cleared the stale mount left at " << mountpoint
+                << " by a daemon that died (pid " << rec->pid << ")\n";
+    }
+    removeRecord(mountpoint);
+    ::unlink(rec->socket.c_str());
+  }
+  return Status::ok();
+}
+
+Status checkEmpty(const std::string& mountpoint) {
+  if (isMountPoint(mountpoint)) {
+    return Status::error(EBUSY, fmt::format("mount point '{}' is already a mount point", mountpoint));
+  }
+  UniqueFd fd(::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return Status::fromErrno(errno, fmt::format("mount point '{}'", mountpoint));
+  DIR* d = ::fdopendir(fd.release());
+  if (!d) return Status::fromErrno(errno, mountpoint);
+  bool empty = true;
+  while (struct dirent* de = ::readdir(d)) {
+    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  if (!empty) {
+    return Status::error(ENOTEMPTY, fmt::format("mount point '{}' is not empty: mounting over it "
+                                                "would hide its files; use an empty directory",
+                                                mountpoint));
+  }
+  return Status::ok();
+}
+
+int doMount(MountConfig config, const std::string& sourceArg, const std::string& mpArg,
+            const std::string& cacheArg) {
+  if (config.frontend != "fanotify") {
+    return fail(fmt::format("frontend '{}' is not available in this build (only 'fanotify')",
+                            config.frontend));
+  }
+  if (sourceArg.find("://") != std::string::npos) {
+    return fail(fmt::format("source '{}': URL sources are not supported yet; give a local "
+                            "directory", sourceArg));
+  }
+  if (!hasCapSysAdmin()) {
+    return fail("mount needs root (CAP_SYS_ADMIN): fanotify pre-content events and mounts are "
+                "privileged");
+  }
+  auto source = canonicalDir(sourceArg, "source");
+  if (!source) return fail(source.status().message());
+  auto mp = canonicalDir(mpArg, "mount point");
+  if (!mp) return fail(mp.status().message());
+  config.source = *source;
+  config.mountpoint = *mp;
+  if (isInside(config.mountpoint, config.source) || isInside(config.source, config.mountpoint)) {
+    return fail(fmt::format("source '{}' and mount point '{}' must not contain each other",
+                            config.source, config.mountpoint));
+  }
+  std::string cache = cacheArg.empty() ? defaultCacheDir(config.mountpoint) : cacheArg;
+  if (cache.front() != '/') {
+    char cwd[PATH_MAX];
+    if (::getcwd(cwd, sizeof cwd) == nullptr) return fail("getcwd failed");
+    cache = std::string(cwd) + "/" + cache;
+  }
+  while (cache.size() > 1 && cache.back() == '/') cache.pop_back();
+  config.cacheDir = cache;
+  if (isInside(config.cacheDir, config.mountpoint) || isInside(config.cacheDir, config.source)) {
+    return fail(fmt::format("cache '{}' must not be inside the source or the mount point",
+                            config.cacheDir));
+  }
+  Status s = clearStale(config.mountpoint);
+  if (!s) return fail(s.message());
+  s = checkEmpty(config.mountpoint);
+  if (!s) return fail(s.message());
+
+  if (config.foreground) {
+    if (config.debug) log::setLevel(log::Level::kDebug);
+    return runDaemon(config, -1);
+  }
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return fail(fmt::format("pipe: {}", std::strerror(errno)));
+  pid_t pid = ::fork();
+  if (pid < 0) return fail(fmt::format("fork: {}", std::strerror(errno)));
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    ::setsid();
+    if (::chdir("/") != 0) _exit(1);
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+    }
+    // Log into the cache directory (created by the daemon; make sure it exists first).
+    std::string logPath = config.cacheDir + "/meta/fanhsm.log";
+    std::string mk = config.cacheDir;
+    for (size_t pos = 1; pos <= mk.size(); ++pos) {
+      if (pos == mk.size() || mk[pos] == '/') ::mkdir(mk.substr(0, pos).c_str(), 0700);
+    }
+    ::mkdir((config.cacheDir + "/meta").c_str(), 0700);
+    int logFd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logFd >= 0) ::dup2(logFd, 2);
+    if (config.debug) log::setLevel(log::Level::kDebug);
+    _exit(runDaemon(config, pipefd[1]));
+  }
+  ::close(pipefd[1]);
+  std::string msg;
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    msg.append(buf, static_cast<size_t>(n));
+    if (msg.find('\n') != std::string::npos) break;
+  }
+  ::close(pipefd[0]);
+  if (msg.rfind("OK", 0) == 0) {
+    std::cout << "fanhsm: mounted " << config.source << " at " << config.mountpoint << " (pid "
+              << pid << ", cache " << config.cacheDir << ")\n";
+    return 0;
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (msg.rfind("ERR ", 0) == 0) {
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return fail(fmt::format("mount {} on {}: {}", config.source, config.mountpoint, msg.substr(4)));
+  }
+  return fail(fmt::format("the daemon exited during setup (status {}); see {}/meta/fanhsm.log",
+                          status, config.cacheDir));
+}
+
+int doUmount(const std::string& mpArg, bool lazy) {
+  auto mp = absoluteNoFollow(mpArg);
+  if (!mp) return fail(mp.status().message());
+  auto rec = readRecord(*mp);
+  if (!rec) {
+    if (isMountPoint(*mp)) {
+      return fail(fmt::format("'{}' is not a fanhsm mount (no daemon record in {})", *mp, runDir()));
+    }
+    return fail(fmt::format("'{}' is not mounted", *mp));
+  }
+  if (!processAlive(rec->pid)) {
+    Status s = clearStale(*mp);
+    if (!s) return fail(s.message());
+    std::cout << "fanhsm: the daemon for " << *mp << " had died; stale mount cleared\n";
+    return 0;
+  }
+  auto resp = callDaemon(rec->socket, {{"op", "umount"}, {"lazy", lazy}}, 60000);
+  if (!resp) return fail(fmt::format("umount {}: {}", *mp, resp.status().message()));
+  if (!resp->value("ok", false)) {
+    std::string hint = resp->value("errno", 0) == EBUSY ? " (close them, or use --lazy)" : "";
+    return fail(fmt::format("umount {}: {}{}", *mp, resp->value("error", "failed"), hint));
+  }
+  // The view is gone; wait (bounded) for the daemon to finish recording and exit.
+  for (int i = 0; i < 600 && processAlive(rec->pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (processAlive(rec->pid)) {
+    return fail(fmt::format("umount {}: unmounted, but the daemon (pid {}) has not exited after "
+                            "30 s", *mp, rec->pid));
+  }
+  return 0;
+}
+
+void printMountStatus(const nlohmann::json& j) {
+  auto files = j["files"];
+  auto dirs = j["dirs"];
+  auto crawl = j["crawl"];
+  auto ev = j["events"];
+  auto fe = j["fetch"];
+  uint64_t total = j["bytes_total"], present = j["bytes_present"];
+  std::cout << j["mountpoint"].get<std::string>() << ": fanhsm mount of "
+            << j["source"].get<std::string>() << " (" << j["frontend"].get<std::string>()
+            << ", pid " << j["pid"] << ")\n";
+  std::cout << fmt::format("  cache    {} ({})\n", j["cache"].get<std::string>(),
+                           j["cache_fs"].get<std::string>());
+  std::cout << fmt::format("  content  {} of {} present ({:.1f}%)\n", humanBytes(present),
+                           humanBytes(total), total ? 100.0 * static_cast<double>(present) / static_cast<double>(total) : 100.0);
+  std::cout << fmt::format("  files    {} total: {} full, {} partial, {} empty; {} symlinks\n",
+                           files["total"].get<uint64_t>(), files["full"].get<uint64_t>(),
+                           files["partial"].get<uint64_t>(), files["empty"].get<uint64_t>(),
+                           j["symlinks"].get<uint64_t>());
+  std::cout << fmt::format("  dirs     {} total, {} listed\n", dirs["total"].get<uint64_t>(),
+                           dirs["listed"].get<uint64_t>());
+  std::cout << fmt::format("  crawl    {}: {} dirs listed, {} queued, {} names, {} errors, {:.2f} s\n",
+                           crawl["done"].get<bool>() ? "done" : "running",
+                           crawl["dirs_listed"].get<uint64_t>(), crawl["dirs_queued"].get<uint64_t>(),
+                           crawl["entries"].get<uint64_t>(), crawl["errors"].get<uint64_t>(),
+                           crawl["seconds"].get<double>());
+  std::cout << fmt::format("  events   {} content, {} dir opens, {} file opens, {} denied, {} pending\n",
+                           ev["content"].get<uint64_t>(), ev["dir_open"].get<uint64_t>(),
+                           ev["file_open"].get<uint64_t>(), ev["denied"].get<uint64_t>(),
+                           ev["pending"].get<uint64_t>());
+  std::cout << fmt::format("  fetched  {} in {} fetches ({} readahead), {} errors, {} files completed\n",
+                           humanBytes(fe["bytes"].get<uint64_t>()), fe["count"].get<uint64_t>(),
+                           fe["readahead"].get<uint64_t>(), fe["errors"].get<uint64_t>(),
+                           fe["files_completed"].get<uint64_t>());
+}
+
+int doStatus(const std::vector<std::string>& paths, bool json) {
+  int rc = 0;
+  for (const auto& p : paths) {
+    auto abs = absoluteNoFollow(p);
+    if (!abs) {
+      rc = fail(abs.status().message());
+      continue;
+    }
+    auto found = findMountFor(*abs);
+    if (!found || !processAlive(found->first.pid)) {
+      rc = fail(fmt::format("'{}' is not on a running fanhsm mount", p));
+      continue;
+    }
+    auto resp = callDaemon(found->first.socket, {{"op", "status"}, {"path", found->second}}, 10000);
+    if (!resp) {
+      rc = fail(fmt::format("status '{}': {}", p, resp.status().message()));
+      continue;
+    }
+    if (!resp->value("ok", false)) {
+      rc = fail(fmt::format("status '{}': {}", p, resp->value("error", "failed")));
+      continue;
+    }
+    if (json) {
+      std::cout << resp->dump() << "\n";
+    } else if (found->second.empty()) {
+      printMountStatus(*resp);
+    } else if ((*resp)["type"] == "file") {
+      uint64_t size = (*resp)["size"], present = (*resp)["bytes_present"];
+      std::cout << fmt::format("{}: {}, {} of {} present ({:.1f}%)\n", p,
+                               (*resp)["state"].get<std::string>(), humanBytes(present),
+                               humanBytes(size),
+                               size ? 100.0 * static_cast<double>(present) / static_cast<double>(size) : 100.0);
+    } else if ((*resp)["type"] == "dir") {
+      std::cout << fmt::format("{}: directory, {}\n", p, (*resp)["state"].get<std::string>());
+    } else {
+      std::cout << fmt::format("{}: symlink to {}\n", p, (*resp)["target"].get<std::string>());
+    }
+  }
+  return rc;
+}
+
+uint64_t parseSize(const std::string& s) {
+  size_t pos = 0;
+  uint64_t v = std::stoull(s, &pos);
+  std::string suf = s.substr(pos);
+  if (suf.empty()) return v;
+  switch (std::toupper(static_cast<unsigned char>(suf[0]))) {
+    case 'K': return v << 10;
+    case 'M': return v << 20;
+    case 'G': return v << 30;
+    default: throw CLI::ValidationError("size", "bad suffix in '" + s + "' (use K, M or G)");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fanhsm: a remote tree at a mount point, fetched on first access into a "
+               "persistent cache and served at native speed through fanotify pre-content "
+               "events."};
+  app.set_version_flag("--version", kVersion);
+  app.require_subcommand(1);
+  app.footer("Run 'fanhsm COMMAND --help' for the options of a command.");
+
+  MountConfig config;
+  std::string sourceArg, mpArg, cacheArg, chunkArg = "1M", readaheadArg = "32M";
+  auto* mount = app.add_subcommand("mount", "Mount SOURCE at MOUNTPOINT (returns once it is usable)");
+  mount->add_option("SOURCE", sourceArg, "Source directory to mirror (a local or network directory)")->required();
+  mount->add_option("MOUNTPOINT", mpArg, "Empty directory where the tree appears")->required();
+  mount->add_option("--cache", cacheArg, "Cache directory on ext4, xfs or btrfs (default: /var/cache/fanhsm/<mount point>)");
+  mount->add_option("--frontend", config.frontend, "Kernel interface: fanotify")->capture_default_str();
+  mount->add_flag("--foreground,-f", config.foreground, "Stay in the foreground and log to stderr");
+  mount->add_option("--chunk-size", chunkArg, "Fetch granularity for a new cache (K/M suffix)")->capture_default_str();
+  mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();
+  mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl")->capture_default_str();
+  mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
+  mount->add_flag("--debug", config.debug, "Verbose logging");
+
+  std::string umountArg;
+  bool lazy = false;
+  auto* umount = app.add_subcommand("umount", "Unmount MOUNTPOINT and stop its daemon (returns once it has exited)");
+  umount->add_option("MOUNTPOINT", umountArg, "Mount point")->required();
+  umount->add_flag("--lazy,-l", lazy, "Detach the view even if files are in use");
+
+  std::vector<std::string> statusPaths;
+  bool json = false;
+  auto* status = app.add_subcommand("status", "Show the state of a mount point, or of files and directories under it");
+  status->add_option("PATH", statusPaths, "Mount point or path below it")->required();
+  status->add_flag("--json", json, "One JSON object per path, for scripts");
+
+  try {
+    app.parse(argc, argv);
+    config.chunkSize = parseSize(chunkArg);
+    config.readahead = parseSize(readaheadArg);
+    if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {
+      throw CLI::ValidationError("--chunk-size", "must be a multiple of 4K between 4K and 64M");
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "fanhsm: " << e.what() << "\n";
+    return 2;
+  }
+  if (*mount) return doMount(config, sourceArg, mpArg, cacheArg);
+  if (*umount) return doUmount(umountArg, lazy);
+  if (*status) return doStatus(statusPaths, json);
+  return 2;
+}
+
+}  // namespace hsm::cli
+
+int main(int argc, char** argv) { return hsm::cli::main(argc, argv); }

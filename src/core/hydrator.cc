@@ -1,0 +1,405 @@
+#include "core/hydrator.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "util/chunk_map.h"
+#include "util/log.h"
+#include "util/rel_path.h"
+
+namespace hsm::core {
+
+struct Hydrator::Flight {
+  uint64_t first = 0;
+  uint64_t last = 0;  // exclusive
+  bool readahead = false;
+  bool done = false;
+  Status status;
+};
+
+struct Hydrator::FileState {
+  std::mutex syncMu;  // rank 15: serializes syncFile() of this file
+  std::mutex mu;      // rank 20: everything below
+  std::condition_variable cv;
+  std::string path;
+  std::string version;
+  uint64_t size = 0;
+  ChunkMap present;   // written to the cache file
+  ChunkMap durable;   // recorded in the index
+  ChunkMap inflight;  // owned by a flight
+  std::vector<std::shared_ptr<Flight>> flights;
+  UniqueFd fd;        // read-write, on the private path
+  uint64_t nextExpected = 0;
+  unsigned seqHits = 0;
+  bool seen = false;
+  bool dirty = false;
+  bool fullDurable = false;
+
+  std::shared_ptr<Flight> flightFor(uint64_t chunk) const {
+    for (const auto& f : flights) {
+      if (chunk >= f->first && chunk < f->last) return f;
+    }
+    return nullptr;
+  }
+};
+
+namespace {
+
+// Writes fetched bytes into the cache file. Runs of zeros are skipped: the cache file is
+// sparse (zeros) wherever nothing was written, so the result is byte-identical and sparse
+// source files stay sparse in the cache.
+class CacheFileSink final : public remote::ByteSink {
+ public:
+  CacheFileSink(int fd, uint64_t begin) : fd_(fd), next_(begin) {}
+  Status write(uint64_t offset, const char* data, size_t length) override {
+    if (offset != next_) {
+      return Status::error(EIO, fmt::format("remote delivered offset {} where {} was expected",
+                                            offset, next_));
+    }
+    if (!allZero(data, length)) {
+      size_t done = 0;
+      while (done < length) {
+        ssize_t n = ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return Status::fromErrno(errno, "write to cache");
+        }
+        done += static_cast<size_t>(n);
+      }
+    }
+    next_ += length;
+    return Status::ok();
+  }
+  uint64_t next() const { return next_; }
+
+ private:
+  static bool allZero(const char* p, size_t n) {
+    if (n == 0) return true;
+    return p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;
+  }
+  int fd_;
+  uint64_t next_;
+};
+
+}  // namespace
+
+Hydrator::Hydrator(remote::Remote& remote, cache::CacheStore& cache, HydratorConfig config)
+    : remote_(remote),
+      cache_(cache),
+      config_(config),
+      readaheadPool_(std::max<size_t>(1, config.readaheadThreads), "fanhsm-fetch") {
+  syncThread_ = std::thread([this] { syncLoop(); });
+}
+
+Hydrator::~Hydrator() {
+  readaheadPool_.stop();
+  {
+    std::lock_guard lock(syncMu_);
+    stopping_ = true;
+  }
+  syncCv_.notify_all();
+  if (syncThread_.joinable()) syncThread_.join();
+  Status s = flush();
+  if (!s) log::error("recording cache state on stop: {}", s.message());
+}
+
+Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& path) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = files_.find(path);
+    if (it != files_.end()) return it->second;
+  }
+  auto row = cache_.db().get(path);
+  if (!row) return row.status();
+  if (!row->has_value() || (*row)->type != EntryType::kFile) {
+    return Status::error(ENOENT, fmt::format("'{}' is not a file of the mirrored tree", path));
+  }
+  const cache::EntryRow& r = **row;
+  auto fs = std::make_shared<FileState>();
+  fs->path = path;
+  fs->version = r.version;
+  fs->size = r.size;
+  auto fd = cache_.openBeneath(path, O_RDWR | O_NOFOLLOW);
+  if (!fd) return fd.status();
+  fs->fd = std::move(*fd);
+  struct stat st {};
+  if (::fstat(fs->fd.get(), &st) != 0) return Status::fromErrno(errno, "fstat cache file");
+  auto map = ChunkMap::deserialize(r.present, r.size, config_.chunkSize);
+  if (static_cast<uint64_t>(st.st_size) != r.size) {
+    // The cache file does not match the index (crash between create and record): start
+    // over with a sparse file of the right size.
+    log::warn("cache file '{}' has size {} instead of {}: discarding its content", path,
+              st.st_size, r.size);
+    if (::ftruncate(fs->fd.get(), 0) != 0 ||
+        ::ftruncate(fs->fd.get(), static_cast<off_t>(r.size)) != 0) {
+      return Status::fromErrno(errno, fmt::format("truncate cache file '{}'", path));
+    }
+    map.reset();
+  }
+  if (r.state == static_cast<int>(cache::State::kFull) && map && !map->full()) map.reset();
+  fs->present = map ? *map : ChunkMap(r.size, config_.chunkSize);
+  fs->durable = fs->present;
+  fs->inflight = ChunkMap(r.size, config_.chunkSize);
+  fs->fullDurable = fs->present.full();
+
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = files_.emplace(path, fs);
+  return it->second;  // another thread may have loaded it first: use that one
+}
+
+std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(FileState& fs, uint64_t first,
+                                                             uint64_t limit) {
+  auto f = std::make_shared<Flight>();
+  f->first = first;
+  uint64_t maxChunks = std::max<uint64_t>(1, config_.maxFetch / config_.chunkSize);
+  uint64_t c = first;
+  while (c < limit && c - first < maxChunks && !fs.present.has(c) && !fs.inflight.has(c)) {
+    fs.inflight.set(c);
+    ++c;
+  }
+  f->last = c;
+  fs.flights.push_back(f);
+  return f;
+}
+
+void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f) {
+  const uint64_t begin = fs->present.chunkBegin(f->first);
+  const uint64_t end = std::min(fs->size, fs->present.chunkBegin(f->last));
+  fetches_++;
+  if (f->readahead) readaheadFetches_++;
+  CacheFileSink sink(fs->fd.get(), begin);
+  Status s = remote_.read(fs->path, fs->version, begin, end - begin, sink);
+  if (s && sink.next() != end) {
+    s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
+                                       sink.next() - begin, end - begin, fs->path, begin));
+  }
+  if (s) {
+    fetchedBytes_ += end - begin;
+  } else {
+    fetchErrors_++;
+    log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
+  }
+  bool nowFull = false;
+  {
+    std::lock_guard lock(fs->mu);
+    for (uint64_t c = f->first; c < f->last; ++c) {
+      fs->inflight.reset(c);
+      if (s) fs->present.set(c);
+    }
+    if (s) fs->dirty = true;
+    f->done = true;
+    f->status = s;
+    std::erase(fs->flights, f);
+    nowFull = fs->present.full();
+  }
+  fs->cv.notify_all();
+  if (nowFull) syncCv_.notify_one();
+}
+
+void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uint64_t fromChunk) {
+  if (fs->seqHits == 0) return;
+  uint64_t window = std::min<uint64_t>(config_.readahead, config_.chunkSize << std::min(fs->seqHits, 16u));
+  uint64_t limit = std::min(fs->present.chunkCount(), fromChunk + window / config_.chunkSize);
+  for (uint64_t c = fromChunk; c < limit; ++c) {
+    if (fs->present.has(c) || fs->inflight.has(c)) continue;
+    auto f = startFlightLocked(*fs, c, limit);
+    f->readahead = true;
+    c = f->last - 1;
+    // The task fails its flight if the pool drops it, so no waiter is left hanging.
+    struct Task {
+      Hydrator* h = nullptr;
+      std::shared_ptr<FileState> fs;
+      std::shared_ptr<Flight> f;
+      bool ran = false;
+      ~Task() {
+        if (ran || !fs) return;
+        {
+          std::lock_guard lock(fs->mu);
+          for (uint64_t k = f->first; k < f->last; ++k) fs->inflight.reset(k);
+          f->done = true;
+          f->status = Status::error(ECANCELED, "fetch cancelled: daemon stopping");
+          std::erase(fs->flights, f);
+        }
+        fs->cv.notify_all();
+      }
+    };
+    auto task = std::make_shared<Task>();  // built in place: no temporary to destroy here
+    task->h = this;
+    task->fs = fs;
+    task->f = f;
+    readaheadPool_.post([task] {
+      task->ran = true;
+      task->h->runFlight(task->fs, task->f);
+    });
+  }
+}
+
+Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length) {
+  auto fsr = file(path);
+  if (!fsr) return fsr.status();
+  std::shared_ptr<FileState> fs = *fsr;
+  {
+    std::unique_lock lock(fs->mu);
+    if (!fs->present.full()) {
+      auto [first, last] = fs->present.chunksFor(offset, length);
+      // Sequential detection: this request starts where the previous one ended.
+      bool sequential = fs->seen ? offset == fs->nextExpected : offset == 0;
+      fs->seqHits = sequential ? fs->seqHits + 1 : 0;
+      fs->seen = true;
+      fs->nextExpected = std::min(fs->size, offset + length);
+      scheduleReadaheadLocked(fs, last);
+      uint64_t c = first;
+      while (c < last) {
+        if (fs->present.has(c)) {
+          ++c;
+          continue;
+        }
+        if (auto other = fs->flightFor(c)) {
+          waits_++;
+          fs->cv.wait(lock, [&] { return other->done; });
+          if (!other->status) return other->status;
+          continue;  // re-check c: it is present now
+        }
+        auto mine = startFlightLocked(*fs, c, last);
+        lock.unlock();
+        runFlight(fs, mine);
+        lock.lock();
+        if (!mine->status) return mine->status;
+      }
+    }
+    if (!fs->present.full() || fs->fullDurable) return fs->fullDurable;
+  }
+  Status s = syncFile(fs);
+  if (!s) {
+    log::warn("recording complete file '{}': {}", path, s.message());
+    return false;  // the bytes are present; it is just not recorded as full yet
+  }
+  std::lock_guard lock(fs->mu);
+  return fs->fullDurable;
+}
+
+Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
+  std::lock_guard syncLock(fs->syncMu);
+  ChunkMap snapshot;
+  {
+    std::lock_guard lock(fs->mu);
+    if (!fs->dirty) return Status::ok();
+    snapshot = fs->present;
+    fs->dirty = false;
+  }
+  const bool full = snapshot.full();
+  int rc = full ? ::fsync(fs->fd.get()) : ::fdatasync(fs->fd.get());
+  Status s;
+  if (rc != 0) {
+    s = Status::fromErrno(errno, fmt::format("sync cache file '{}'", fs->path));
+  } else {
+    cache::ContentUpdate u;
+    u.path = fs->path;
+    u.version = fs->version;
+    u.state = full ? cache::State::kFull
+                   : (snapshot.empty() ? cache::State::kEmpty : cache::State::kPartial);
+    u.present = snapshot.serialize();
+    u.bytesPresent = snapshot.bytesPresent();
+    s = cache_.db().recordContent({u});
+  }
+  std::lock_guard lock(fs->mu);
+  if (!s) {
+    fs->dirty = true;  // try again later
+    return s;
+  }
+  fs->durable = snapshot;
+  if (full && !fs->fullDurable) {
+    fs->fullDurable = true;
+    filesCompleted_++;
+  }
+  return Status::ok();
+}
+
+Status Hydrator::flush() {
+  std::vector<std::shared_ptr<FileState>> dirty;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [path, fs] : files_) {
+      std::lock_guard fl(fs->mu);
+      if (fs->dirty) dirty.push_back(fs);
+    }
+  }
+  Status first;
+  for (auto& fs : dirty) {
+    Status s = syncFile(fs);
+    if (!s && first) first = s;
+  }
+  return first;
+}
+
+void Hydrator::syncLoop() {
+  constexpr size_t kKeepLoaded = 4096;
+  while (true) {
+    {
+      std::unique_lock lock(syncMu_);
+      syncCv_.wait_for(lock, config_.syncInterval, [this] { return stopping_; });
+      if (stopping_) return;
+    }
+    Status s = flush();
+    if (!s) log::warn("recording cache state: {}", s.message());
+    // Forget idle, fully recorded files beyond a bound; the index has their state.
+    std::lock_guard lock(mu_);
+    if (files_.size() <= kKeepLoaded) continue;
+    for (auto it = files_.begin(); it != files_.end() && files_.size() > kKeepLoaded;) {
+      auto& fs = it->second;
+      bool idle = false;
+      if (fs.use_count() == 1) {
+        std::lock_guard fl(fs->mu);
+        idle = !fs->dirty && fs->flights.empty();
+      }
+      it = idle ? files_.erase(it) : std::next(it);
+    }
+  }
+}
+
+Result<FileInfo> Hydrator::info(const std::string& path) {
+  FileInfo fi;
+  fi.path = path;
+  {
+    std::lock_guard lock(mu_);
+    auto it = files_.find(path);
+    if (it != files_.end()) {
+      auto& fs = it->second;
+      std::lock_guard fl(fs->mu);
+      fi.size = fs->size;
+      fi.bytesPresent = fs->present.bytesPresent();
+      fi.bytesDurable = fs->durable.bytesPresent();
+      fi.state = fs->present.full() ? cache::State::kFull
+                                    : (fs->present.empty() ? cache::State::kEmpty
+                                                           : cache::State::kPartial);
+      return fi;
+    }
+  }
+  auto row = cache_.db().get(path);
+  if (!row) return row.status();
+  if (!row->has_value() || (*row)->type != EntryType::kFile) {
+    return Status::error(ENOENT, fmt::format("'{}' is not a file of the mirrored tree", path));
+  }
+  fi.size = (*row)->size;
+  fi.bytesPresent = fi.bytesDurable = (*row)->bytesPresent;
+  fi.state = static_cast<cache::State>((*row)->state);
+  return fi;
+}
+
+HydratorStats Hydrator::stats() const {
+  HydratorStats s;
+  s.fetches = fetches_;
+  s.fetchedBytes = fetchedBytes_;
+  s.fetchErrors = fetchErrors_;
+  s.readaheadFetches = readaheadFetches_;
+  s.waits = waits_;
+  s.filesCompleted = filesCompleted_;
+  return s;
+}
+
+}  // namespace hsm::core

@@ -1,0 +1,118 @@
+// Hydrator: the only caller of Remote::read(). Makes byte ranges of files present in the
+// cache, merges concurrent requests, reads ahead for sequential readers, and records
+// what is durable.
+//
+// Design note
+// - Files are cut into chunks (HydratorConfig::chunkSize). A fetch ("flight") covers a run
+//   of missing chunks, at most maxFetch bytes. A chunk is in one of three in-memory sets
+//   per file: present (written to the cache file), inflight (a flight owns it), or
+//   missing. Callers that need an inflight chunk wait for its flight and share its result:
+//   concurrent readers of one cold chunk cause one remote read.
+// - Bytes are written through the cache's private path (never the view), so they raise no
+//   fanotify events. A reader is let through as soon as its chunks are written (the page
+//   cache is coherent); durability is recorded later: a sync thread fdatasync()s files with
+//   new chunks and only then records those chunks in MetaDb. After a crash, unrecorded
+//   chunks are simply fetched again; recorded chunks are never holes.
+// - A file that becomes complete is fsync()ed and recorded as full before ensure() reports
+//   it full, so a frontend may stop watching it (fanotify ignore mark) at once.
+// - Sequential access (a request starting where the previous one ended) schedules
+//   readahead of the next `readahead` bytes on a small pool, in flights of maxFetch.
+// - Remote errors fail the requests waiting on that flight; the chunks go back to missing
+//   and the next request tries again. Bytes from a failed fetch are never marked present.
+//
+// Thread-safety: all methods are thread-safe. Locks: files map (rank 10) -> per-file
+// (rank 20) -> MetaDb (rank 30). No lock is held across remote reads or fdatasync.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "cache/cache_store.h"
+#include "remote/remote.h"
+#include "util/thread_pool.h"
+
+namespace hsm::core {
+
+struct HydratorConfig {
+  uint64_t chunkSize = 1 << 20;
+  uint64_t maxFetch = 8 << 20;
+  uint64_t readahead = 32 << 20;
+  size_t readaheadThreads = 2;
+  std::chrono::milliseconds syncInterval{200};
+};
+
+struct FileInfo {
+  std::string path;
+  cache::State state = cache::State::kEmpty;
+  uint64_t size = 0;
+  uint64_t bytesPresent = 0;  // written to the cache (may not all be durable yet)
+  uint64_t bytesDurable = 0;  // recorded in the index
+};
+
+struct HydratorStats {
+  uint64_t fetches = 0;          // remote reads started
+  uint64_t fetchedBytes = 0;     // bytes written to the cache
+  uint64_t fetchErrors = 0;
+  uint64_t readaheadFetches = 0;
+  uint64_t waits = 0;            // requests that waited for another request's fetch
+  uint64_t filesCompleted = 0;
+};
+
+class Hydrator {
+ public:
+  Hydrator(remote::Remote& remote, cache::CacheStore& cache, HydratorConfig config);
+  ~Hydrator();  // stops readahead and the sync thread, then records what is durable
+  Hydrator(const Hydrator&) = delete;
+  Hydrator& operator=(const Hydrator&) = delete;
+
+  // Makes [offset, offset+length) of the file at `path` present (clipped to its size) and
+  // blocks until it is. Returns true if the whole file is now present and durably
+  // recorded. Errors: ENOENT (not a file of the tree), ESTALE (remote changed), the
+  // remote's errno, ENOSPC/EIO from the cache filesystem.
+  Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length);
+
+  Result<FileInfo> info(const std::string& path);
+  HydratorStats stats() const;
+
+  // Records everything written so far (fdatasync + index). Used on stop and by tests.
+  Status flush();
+
+ private:
+  struct Flight;
+  struct FileState;
+
+  Result<std::shared_ptr<FileState>> file(const std::string& path);
+  // Starts a flight for missing chunks at `first` (caller holds fs.mu); returns it.
+  std::shared_ptr<Flight> startFlightLocked(FileState& fs, uint64_t first, uint64_t limit);
+  // Runs a flight: remote read into the cache file, then publishes the result.
+  void runFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f);
+  void scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uint64_t fromChunk);
+  // fdatasync + record one file; `full` files are fsync()ed.
+  Status syncFile(const std::shared_ptr<FileState>& fs);
+  void syncLoop();
+
+  remote::Remote& remote_;
+  cache::CacheStore& cache_;
+  const HydratorConfig config_;
+
+  std::mutex mu_;  // rank 10: files_
+  std::unordered_map<std::string, std::shared_ptr<FileState>> files_;
+
+  std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
+      waits_{0}, filesCompleted_{0};
+
+  std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
+  std::condition_variable syncCv_;
+  bool stopping_ = false;
+  std::thread syncThread_;
+  ThreadPool readaheadPool_;
+};
+
+}  // namespace hsm::core

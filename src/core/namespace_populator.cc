@@ -1,0 +1,175 @@
+#include "core/namespace_populator.h"
+
+#include "util/log.h"
+#include "util/rel_path.h"
+
+namespace hsm::core {
+
+NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
+                                       size_t parallel)
+    : remote_(remote), cache_(cache), parallel_(std::max<size_t>(1, parallel)) {}
+
+NamespacePopulator::~NamespacePopulator() { stop(); }
+
+Status NamespacePopulator::start() {
+  started_ = std::chrono::steady_clock::now();
+  auto root = cache_.db().get("");
+  if (!root) return root.status();
+  if (!root->has_value()) {
+    auto re = remote_.rootEntry();
+    if (!re) return re.status();
+    Entry e = *re;
+    e.type = EntryType::kDir;
+    auto up = cache_.db().upsertEntry("", e);
+    if (!up) return up.status();
+  }
+  HSM_RETURN_IF_ERROR(ensureListed(""));
+  auto pending = cache_.db().unlistedDirs(SIZE_MAX >> 1);
+  if (!pending) return pending.status();
+  {
+    std::lock_guard lock(mu_);
+    for (auto& d : *pending) queue_.push_back(std::move(d));
+    if (queue_.empty()) {
+      finished_ = std::chrono::steady_clock::now();
+      finishedSet_ = true;
+    }
+  }
+  if (!pending->empty()) log::info("crawl: {} directories to list", pending->size());
+  for (size_t i = 0; i < parallel_; ++i) threads_.emplace_back([this] { crawlLoop(); });
+  return Status::ok();
+}
+
+void NamespacePopulator::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+Status NamespacePopulator::ensureListed(const std::string& dir) {
+  {
+    std::unique_lock lock(mu_);
+    // Wait for a listing of this directory already under way.
+    cv_.wait(lock, [&] { return stopping_ || active_.count(dir) == 0; });
+    if (stopping_) return Status::error(ECANCELED, "daemon stopping");
+  }
+  auto row = cache_.db().get(dir);
+  if (!row) return row.status();
+  if (!row->has_value() || (*row)->type != EntryType::kDir) {
+    return Status::error(ENOENT, fmt::format("'{}' is not a directory of the mirrored tree",
+                                             displayPath(dir)));
+  }
+  if ((*row)->state == cache::kDirListed) return Status::ok();
+  {
+    std::unique_lock lock(mu_);
+    if (active_.count(dir) != 0) {
+      cv_.wait(lock, [&] { return stopping_ || active_.count(dir) == 0; });
+      auto it = failed_.find(dir);
+      if (it != failed_.end()) return it->second;
+      return Status::ok();
+    }
+    active_.insert(dir);
+  }
+  Status s = listDir(dir);
+  {
+    std::lock_guard lock(mu_);
+    active_.erase(dir);
+    if (!s) {
+      failed_[dir] = s;
+    } else {
+      failed_.erase(dir);
+    }
+  }
+  cv_.notify_all();
+  return s;
+}
+
+Status NamespacePopulator::listDir(const std::string& dir) {
+  auto listing = remote_.list(dir);
+  if (!listing) return listing.status();
+  std::vector<std::string> subdirs;
+  uint64_t added = 0;
+  std::vector<std::string> changed;
+  for (const auto& e : listing->entries) {
+    Status s = cache_.materialize(dir, e, false);
+    if (!s) return s.withContext(fmt::format("listing '{}'", displayPath(dir)));
+    if (e.type == EntryType::kDir) subdirs.push_back(joinPath(dir, e.name));
+    ++added;
+  }
+  HSM_RETURN_IF_ERROR(cache_.db().applyListing(dir, listing->entries, &changed));
+  for (const auto& path : changed) {
+    // A file changed at the remote since it was cached: its old content must go.
+    for (const auto& e : listing->entries) {
+      if (joinPath(dir, e.name) == path) {
+        HSM_RETURN_IF_ERROR(cache_.materialize(dir, e, true));
+        log::info("'{}' changed at the remote: cached content discarded", path);
+      }
+    }
+  }
+  auto self = cache_.db().get(dir);
+  if (self && self->has_value()) {
+    const auto& r = **self;
+    Status s = cache_.setAttrs(dir, r.mode ? r.mode : 0755, r.mtimeNs);
+    if (!s) log::warn("{}", s.message());
+  }
+  for (const auto& skip : listing->skipped) {
+    log::warn("'{}': left out '{}'", displayPath(dir), skip);
+  }
+  std::lock_guard lock(mu_);
+  dirsListed_++;
+  entriesAdded_ += added;
+  skipped_ += listing->skipped.size();
+  for (auto& d : subdirs) queue_.push_back(std::move(d));
+  cv_.notify_all();
+  return Status::ok();
+}
+
+void NamespacePopulator::crawlLoop() {
+  while (true) {
+    std::string dir;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      dir = std::move(queue_.front());
+      queue_.pop_front();
+      if (active_.count(dir) != 0) continue;  // ensureListed() has it
+      ++crawling_;
+    }
+    Status s = ensureListed(dir);
+    if (!s && s.code() != ECANCELED) {
+      log::warn("crawl: cannot list '{}': {}", displayPath(dir), s.message());
+    }
+    std::lock_guard lock(mu_);
+    --crawling_;
+    if (queue_.empty() && active_.empty() && crawling_ == 0 && !finishedSet_) {
+      finished_ = std::chrono::steady_clock::now();
+      finishedSet_ = true;
+      log::info("crawl: done, {} directories and {} names in {:.2f} s", dirsListed_,
+                entriesAdded_,
+                std::chrono::duration<double>(finished_ - started_).count());
+    }
+  }
+}
+
+CrawlStats NamespacePopulator::stats() const {
+  std::lock_guard lock(mu_);
+  CrawlStats s;
+  s.dirsListed = dirsListed_;
+  s.dirsQueued = queue_.size();
+  s.dirsActive = active_.size();
+  s.entriesAdded = entriesAdded_;
+  s.errors = failed_.size();
+  s.skipped = skipped_;
+  s.done = queue_.empty() && active_.empty() && crawling_ == 0;
+  auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
+  s.seconds = std::chrono::duration<double>(end - started_).count();
+  return s;
+}
+
+}  // namespace hsm::core

@@ -1,0 +1,87 @@
+// NamespacePopulator: fills the cache tree with the remote's names, eagerly.
+//
+// Design note: fanotify has no lookup hook, so `stat /mnt/a/b/c` cannot populate a/b on
+// demand. The namespace is therefore listed breadth-first in the background at mount
+// (bounded parallelism), directories that users open are listed at once (ensureListed,
+// which jumps the queue), and every listing is persistent: a remount resumes with the
+// directories still unlisted and lists nothing twice.
+//
+// Listing one directory: remote list -> create the entries in the cache tree (sparse
+// files at full size, mode, mtime; dirs; symlinks) -> record them in MetaDb and mark the
+// directory listed (one transaction) -> set the directory's own mode and mtime. A crash in
+// between leaves the directory unlisted; listing it again keeps content already present.
+//
+// Thread-safety: all methods are thread-safe. Listing of one directory is single-flight:
+// concurrent ensureListed() calls and the crawler share one listing. Locks: mu_ (rank 40),
+// never held across remote or disk I/O.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/cache_store.h"
+#include "remote/remote.h"
+
+namespace hsm::core {
+
+struct CrawlStats {
+  uint64_t dirsListed = 0;    // by this daemon
+  uint64_t dirsQueued = 0;    // waiting
+  uint64_t dirsActive = 0;    // being listed now
+  uint64_t entriesAdded = 0;  // names created by this daemon
+  uint64_t errors = 0;        // directories that failed to list
+  uint64_t skipped = 0;       // remote names left out (bad names, special files)
+  bool done = false;          // nothing queued, nothing active
+  double seconds = 0;         // since start, or total once done
+};
+
+class NamespacePopulator {
+ public:
+  NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel);
+  ~NamespacePopulator();  // stops the crawler
+  NamespacePopulator(const NamespacePopulator&) = delete;
+  NamespacePopulator& operator=(const NamespacePopulator&) = delete;
+
+  // Records the root, lists it now (so the mount is usable at once), then starts the
+  // background crawl of every directory not yet listed.
+  Status start();
+  void stop();
+
+  // Blocks until `dir` is listed (listing it now if needed). ENOENT if `dir` is not a
+  // directory of the tree; the remote's error if listing fails.
+  Status ensureListed(const std::string& dir);
+
+  CrawlStats stats() const;
+
+ private:
+  Status listDir(const std::string& dir);
+  void crawlLoop();
+
+  remote::Remote& remote_;
+  cache::CacheStore& cache_;
+  const size_t parallel_;
+
+  mutable std::mutex mu_;  // rank 40
+  std::condition_variable cv_;
+  std::deque<std::string> queue_;
+  std::set<std::string> active_;          // being listed now
+  std::map<std::string, Status> failed_;  // failed in this run (the crawler skips them)
+  size_t crawling_ = 0;  // crawler threads between dequeue and done
+  bool stopping_ = false;
+  uint64_t dirsListed_ = 0, entriesAdded_ = 0, skipped_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point finished_;
+  bool finishedSet_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace hsm::core

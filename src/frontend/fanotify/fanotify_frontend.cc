@@ -1,0 +1,281 @@
+#include "frontend/fanotify/fanotify_frontend.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/fanotify.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "frontend/fanotify/fanotify_defs.h"
+#include "util/log.h"
+#include "util/rel_path.h"
+
+namespace hsm::frontend {
+
+FanotifyFrontend::FanotifyFrontend(FanotifyConfig config, core::Hydrator& hydrator,
+                                   core::NamespacePopulator& populator)
+    : config_(std::move(config)), hydrator_(hydrator), populator_(populator) {}
+
+FanotifyFrontend::~FanotifyFrontend() { stop(); }
+
+Status FanotifyFrontend::createGroups() {
+  const unsigned flags = FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS;
+  const unsigned eventFlags = O_RDONLY | O_LARGEFILE | O_CLOEXEC;
+  int g = ::fanotify_init(FAN_CLASS_PRE_CONTENT | flags, eventFlags);
+  if (g < 0) {
+    if (errno == EPERM) {
+      return Status::error(EPERM, "fanotify_init: permission denied: fanhsm mount needs root "
+                                  "(CAP_SYS_ADMIN) for fanotify pre-content events");
+    }
+    return Status::fromErrno(errno, "fanotify_init (pre-content class)");
+  }
+  contentGroup_.reset(g);
+  g = ::fanotify_init(FAN_CLASS_CONTENT | flags, eventFlags);
+  if (g < 0) return Status::fromErrno(errno, "fanotify_init (content class)");
+  openGroup_.reset(g);
+  int w = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w < 0) return Status::fromErrno(errno, "eventfd");
+  wakeFd_.reset(w);
+  return Status::ok();
+}
+
+Status FanotifyFrontend::mountView() {
+  UniqueFd tree(::open_tree(AT_FDCWD, config_.treePath.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+  if (!tree) return Status::fromErrno(errno, fmt::format("open_tree '{}'", config_.treePath));
+  // fanotify_mark() does not take O_PATH descriptors: open the clone's root for real.
+  UniqueFd root(::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return Status::fromErrno(errno, "open view root");
+  if (::fanotify_mark(contentGroup_.get(), FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_PRE_ACCESS,
+                      root.get(), nullptr) != 0) {
+    int err = errno;
+    if (err == EOPNOTSUPP || err == EINVAL || err == ENOSYS) {
+      return Status::error(
+          EOPNOTSUPP,
+          fmt::format("the cache directory's filesystem ({}) does not support fanotify "
+                      "pre-content events (FAN_PRE_ACCESS needs Linux 6.14+ and ext4, xfs or "
+                      "btrfs; tmpfs has none): put the cache on such a filesystem with --cache "
+                      "DIR{}",
+                      config_.cacheFsType,
+                      config_.cacheFsType == "tmpfs" ? "" : ", or check the kernel version"));
+    }
+    return Status::fromErrno(err, "fanotify_mark FAN_PRE_ACCESS on the view");
+  }
+  if (::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_OPEN_PERM | FAN_ONDIR,
+                      root.get(), nullptr) != 0) {
+    return Status::fromErrno(errno, "fanotify_mark FAN_OPEN_PERM on the view");
+  }
+  root.reset();
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+    return Status::fromErrno(errno, "make the view read-only");
+  }
+  if (::move_mount(tree.get(), "", AT_FDCWD, config_.mountpoint.c_str(),
+                   MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return Status::fromErrno(errno, fmt::format("mount the view on '{}'", config_.mountpoint));
+  }
+  mounted_ = true;
+  return Status::ok();
+}
+
+Status FanotifyFrontend::start() {
+  HSM_RETURN_IF_ERROR(createGroups());
+  workers_ = std::make_unique<ThreadPool>(config_.workers, "fanhsm-event");
+  reader_ = std::thread([this] { readLoop(); });
+  Status s = mountView();
+  if (!s) stop();
+  return s;
+}
+
+Status FanotifyFrontend::unmount(bool lazy) {
+  if (!mounted_) return Status::ok();
+  int flags = UMOUNT_NOFOLLOW | (lazy ? MNT_DETACH : 0);
+  if (::umount2(config_.mountpoint.c_str(), flags) != 0) {
+    if (errno == EBUSY) {
+      return Status::error(EBUSY, fmt::format("'{}' is busy: files or directories under it are "
+                                              "in use (see `fuser -vm {}`)",
+                                              config_.mountpoint, config_.mountpoint));
+    }
+    return Status::fromErrno(errno, fmt::format("unmount '{}'", config_.mountpoint));
+  }
+  mounted_ = false;
+  return Status::ok();
+}
+
+void FanotifyFrontend::stop() {
+  if (stopping_.exchange(true)) return;
+  if (mounted_) {
+    // Never close the groups under a mounted view (readers would see zeros): detach it.
+    Status s = unmount(true);
+    if (!s) log::error("{}", s.message());
+  }
+  if (wakeFd_) {
+    uint64_t one = 1;
+    ssize_t n = ::write(wakeFd_.get(), &one, sizeof one);
+    (void)n;
+  }
+  if (reader_.joinable()) reader_.join();
+  if (workers_) workers_->stop();  // queued events are denied with EIO by their destructors
+  contentGroup_.reset();
+  openGroup_.reset();
+}
+
+void FanotifyFrontend::readLoop() {
+  struct pollfd fds[3] = {{contentGroup_.get(), POLLIN, 0},
+                          {openGroup_.get(), POLLIN, 0},
+                          {wakeFd_.get(), POLLIN, 0}};
+  while (!stopping_) {
+    int n = ::poll(fds, 3, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      log::error("poll on fanotify groups: {}", std::strerror(errno));
+      return;
+    }
+    if (fds[2].revents != 0) return;
+    if (fds[0].revents & POLLIN) readGroup(contentGroup_.get(), true);
+    if (fds[1].revents & POLLIN) readGroup(openGroup_.get(), false);
+  }
+}
+
+void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
+  alignas(struct fanotify_event_metadata) char buf[64 * 1024];
+  while (true) {
+    ssize_t len = ::read(groupFd, buf, sizeof buf);
+    if (len < 0) {
+      if (errno != EAGAIN && errno != EINTR) log::error("read fanotify: {}", std::strerror(errno));
+      return;
+    }
+    auto* m = reinterpret_cast<struct fanotify_event_metadata*>(buf);
+    for (; FAN_EVENT_OK(m, len); m = FAN_EVENT_NEXT(m, len)) {
+      if (m->vers != FANOTIFY_METADATA_VERSION) {
+        log::error("fanotify metadata version {} unknown", m->vers);
+        std::abort();  // cannot answer events we cannot parse
+      }
+      if (m->mask & FAN_Q_OVERFLOW) {
+        log::error("fanotify queue overflow");
+        continue;
+      }
+      if (m->fd < 0) continue;
+      PermissionEvent ev(groupFd, m->fd, m->mask, &denied_, &pending_);
+      if (contentGroup) {
+        // Info records follow the metadata; the RANGE record gives the byte range.
+        size_t off = m->metadata_len;
+        while (off + sizeof(struct fanotify_event_info_header) <= m->event_len) {
+          auto* hdr = reinterpret_cast<struct fanotify_event_info_header*>(
+              reinterpret_cast<char*>(m) + off);
+          if (hdr->len == 0 || off + hdr->len > m->event_len) break;
+          if (hdr->info_type == FAN_EVENT_INFO_TYPE_RANGE && hdr->len >= sizeof(fan::RangeInfo)) {
+            fan::RangeInfo ri;
+            std::memcpy(&ri, hdr, sizeof ri);
+            ev.setRange(ri.offset, ri.count);
+          }
+          off += hdr->len;
+        }
+        fileEvents_++;
+        auto shared = std::make_shared<PermissionEvent>(std::move(ev));
+        workers_->post([this, shared] { handleContent(*shared); });
+        continue;
+      }
+      struct stat st {};
+      if (::fstat(ev.fd(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        dirEvents_++;
+        auto shared = std::make_shared<PermissionEvent>(std::move(ev));
+        workers_->post([this, shared] { handleDirOpen(*shared); });
+        continue;
+      }
+      // A file open: content is checked at read time (FAN_PRE_ACCESS). Stop open events
+      // for this inode and let it through at once.
+      openEvents_++;
+      addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM);
+      ev.allow();
+    }
+  }
+}
+
+void FanotifyFrontend::addIgnoreMark(int groupFd, int fd, uint64_t mask) {
+  if (::fanotify_mark(groupFd, FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE, mask, fd,
+                      nullptr) != 0) {
+    log::warn("fanotify ignore mark: {}", std::strerror(errno));
+    return;
+  }
+  ignoreMarks_++;
+}
+
+Result<std::string> FanotifyFrontend::relPathOf(int fd) const {
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char buf[PATH_MAX + 1];
+  ssize_t n = ::readlink(link, buf, PATH_MAX);
+  if (n < 0) return Status::fromErrno(errno, "readlink event fd");
+  std::string_view p(buf, static_cast<size_t>(n));
+  const std::string& mp = config_.mountpoint;
+  if (p == mp) return std::string();
+  if (p.size() > mp.size() + 1 && p.substr(0, mp.size()) == mp && p[mp.size()] == '/') {
+    return std::string(p.substr(mp.size() + 1));
+  }
+  if (mp == "/" && p.size() > 1) return std::string(p.substr(1));
+  return Status::error(EIO, fmt::format("event for '{}' outside the mount point", p));
+}
+
+void FanotifyFrontend::handleContent(PermissionEvent& ev) {
+  try {
+    auto path = relPathOf(ev.fd());
+    if (!path) {
+      log::warn("{}", path.status().message());
+      ev.deny(EIO);
+      return;
+    }
+    uint64_t offset = ev.hasRange() ? ev.offset() : 0;
+    uint64_t count = ev.hasRange() ? ev.count() : UINT64_MAX;
+    auto full = hydrator_.ensure(*path, offset, count);
+    if (!full) {
+      log::warn("read '{}' [{}, +{}): {}", *path, offset, count, full.status().message());
+      ev.deny(fanotifyErrno(full.status().code()));
+      return;
+    }
+    if (*full) addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
+    ev.allow();
+  } catch (const std::exception& e) {
+    log::error("unexpected error serving a read: {}", e.what());
+    if (!ev.answered()) ev.deny(EIO);
+  }
+}
+
+void FanotifyFrontend::handleDirOpen(PermissionEvent& ev) {
+  try {
+    auto path = relPathOf(ev.fd());
+    if (!path) {
+      log::warn("{}", path.status().message());
+      ev.deny(EIO);
+      return;
+    }
+    Status s = populator_.ensureListed(*path);
+    if (!s) {
+      log::warn("open directory '{}': {}", displayPath(*path), s.message());
+      ev.deny(fanotifyErrno(s.code()));
+      return;
+    }
+    addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM | FAN_ONDIR);
+    ev.allow();
+  } catch (const std::exception& e) {
+    log::error("unexpected error serving a directory open: {}", e.what());
+    if (!ev.answered()) ev.deny(EIO);
+  }
+}
+
+FrontendStats FanotifyFrontend::stats() const {
+  FrontendStats s;
+  s.fileEvents = fileEvents_;
+  s.dirEvents = dirEvents_;
+  s.openEvents = openEvents_;
+  s.denied = denied_;
+  s.ignoreMarks = ignoreMarks_;
+  s.pending = pending_;
+  return s;
+}
+
+}  // namespace hsm::frontend

@@ -1,0 +1,82 @@
+// FanotifyFrontend: serves a cache at a mount point through fanotify pre-content events.
+//
+// Design note (measured facts in ../shared/KERNEL-FACTS.md)
+// - The view is a read-only bind mount of <cache>/tree at the mount point; the daemon does
+//   its own I/O through the cache directory's own (unmarked) mount, so it raises no events.
+// - The view is built detached (open_tree(OPEN_TREE_CLONE)), marked, made read-only and only
+//   then moved onto the mount point: there is no moment at which a reader could open a file
+//   through the view without a mark.
+// - Two groups, because one mark may not combine pre-content events with FAN_ONDIR (the
+//   kernel answers EEXIST): a pre-content group with FAN_PRE_ACCESS for file content, and a
+//   content group with FAN_OPEN_PERM | FAN_ONDIR for directory opens (list on demand). The
+//   latter also fires for every file open; those are allowed at once and get an evictable
+//   ignore mark so the inode raises no more open events.
+// - A file that is fully present and recorded gets an evictable ignore mark for
+//   FAN_PRE_ACCESS: later reads raise no event at all and run at native speed. The mark goes
+//   away when the inode is evicted; the next read raises one event, is found full in the
+//   index, and the mark is set again.
+// - Lookups raise no event: the namespace is populated eagerly (NamespacePopulator).
+// - One reader thread reads and dispatches; a bounded worker pool waits for content, so a
+//   slow range never stalls other files. Every event is a PermissionEvent, answered once.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "core/hydrator.h"
+#include "core/namespace_populator.h"
+#include "frontend/fanotify/permission_event.h"
+#include "frontend/frontend.h"
+#include "util/thread_pool.h"
+#include "util/unique_fd.h"
+
+namespace hsm::frontend {
+
+struct FanotifyConfig {
+  std::string treePath;    // <cache>/tree, absolute
+  std::string mountpoint;  // absolute, canonical
+  std::string cacheFsType; // for error messages
+  size_t workers = 16;
+};
+
+class FanotifyFrontend final : public Frontend {
+ public:
+  FanotifyFrontend(FanotifyConfig config, core::Hydrator& hydrator,
+                   core::NamespacePopulator& populator);
+  ~FanotifyFrontend() override;
+
+  Status start() override;
+  Status unmount(bool lazy) override;
+  void stop() override;
+  FrontendStats stats() const override;
+  const char* name() const override { return "fanotify"; }
+
+ private:
+  Status createGroups();
+  Status mountView();
+  void readLoop();
+  void readGroup(int groupFd, bool contentGroup);
+  void handleContent(PermissionEvent& ev);
+  void handleDirOpen(PermissionEvent& ev);
+  Result<std::string> relPathOf(int fd) const;
+  void addIgnoreMark(int groupFd, int fd, uint64_t mask);
+
+  const FanotifyConfig config_;
+  core::Hydrator& hydrator_;
+  core::NamespacePopulator& populator_;
+
+  UniqueFd contentGroup_;
+  UniqueFd openGroup_;
+  UniqueFd wakeFd_;
+  std::unique_ptr<ThreadPool> workers_;
+  std::thread reader_;
+  std::atomic<bool> stopping_{false};
+  bool mounted_ = false;
+
+  std::atomic<uint64_t> fileEvents_{0}, dirEvents_{0}, openEvents_{0}, denied_{0},
+      ignoreMarks_{0}, pending_{0};
+};
+
+}  // namespace hsm::frontend

@@ -1,0 +1,132 @@
+#include "cache/meta_db.h"
+
+#include <gtest/gtest.h>
+
+#include "temp_dir.h"
+
+namespace hsm::cache {
+namespace {
+
+Entry file(const std::string& name, uint64_t size, const std::string& version) {
+  Entry e;
+  e.name = name;
+  e.type = EntryType::kFile;
+  e.size = size;
+  e.version = version;
+  e.mode = 0644;
+  e.mtimeNs = 42;
+  return e;
+}
+
+Entry dir(const std::string& name) {
+  Entry e;
+  e.name = name;
+  e.type = EntryType::kDir;
+  e.mode = 0755;
+  return e;
+}
+
+class MetaDbTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = MetaDb::open(tmp_.path() + "/index.db");
+    ASSERT_TRUE(db.isOk()) << db.status().message();
+    db_ = std::move(*db);
+    ASSERT_TRUE(db_->upsertEntry("", dir("")).isOk());
+  }
+  hsm::testing::TempDir tmp_;
+  std::unique_ptr<MetaDb> db_;
+};
+
+TEST_F(MetaDbTest, ListingMarksDirectoryAndAddsChildren) {
+  std::vector<std::string> changed;
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1"), dir("d")}, &changed).isOk());
+  EXPECT_TRUE(changed.empty());
+  auto root = db_->get("");
+  ASSERT_TRUE(root.isOk() && root->has_value());
+  EXPECT_EQ((*root)->state, kDirListed);
+  auto a = db_->get("a");
+  ASSERT_TRUE(a.isOk() && a->has_value());
+  EXPECT_EQ((*a)->size, 10u);
+  EXPECT_EQ((*a)->version, "v1");
+  EXPECT_EQ((*a)->state, static_cast<int>(State::kEmpty));
+  auto unlisted = db_->unlistedDirs(100);
+  ASSERT_TRUE(unlisted.isOk());
+  EXPECT_EQ(*unlisted, std::vector<std::string>{"d"});
+  auto missing = db_->get("nope");
+  ASSERT_TRUE(missing.isOk());
+  EXPECT_FALSE(missing->has_value());
+}
+
+TEST_F(MetaDbTest, EmptyFilesStartFull) {
+  ASSERT_TRUE(db_->applyListing("", {file("empty", 0, "v0")}, nullptr).isOk());
+  EXPECT_EQ((*db_->get("empty"))->state, static_cast<int>(State::kFull));
+}
+
+TEST_F(MetaDbTest, SameVersionKeepsContentStateChangedVersionResets) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1")}, nullptr).isOk());
+  ASSERT_TRUE(db_->recordContent({{"a", "v1", State::kFull, "\x01", 10}}).isOk());
+  std::vector<std::string> changed;
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1")}, &changed).isOk());
+  EXPECT_TRUE(changed.empty());
+  EXPECT_EQ((*db_->get("a"))->state, static_cast<int>(State::kFull));
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v2")}, &changed).isOk());
+  EXPECT_EQ(changed, std::vector<std::string>{"a"});
+  auto row = *db_->get("a");
+  EXPECT_EQ(row->state, static_cast<int>(State::kEmpty));
+  EXPECT_EQ(row->bytesPresent, 0u);
+  EXPECT_TRUE(row->present.empty());
+}
+
+TEST_F(MetaDbTest, RecordContentIgnoresStaleVersion) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v2")}, nullptr).isOk());
+  ASSERT_TRUE(db_->recordContent({{"a", "v1", State::kFull, "\x01", 10}}).isOk());
+  EXPECT_EQ((*db_->get("a"))->state, static_cast<int>(State::kEmpty));
+}
+
+TEST_F(MetaDbTest, StatsCountByTypeAndState) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v"), file("b", 20, "v"), file("c", 5, "v"),
+                                     dir("d")},
+                                nullptr)
+                  .isOk());
+  ASSERT_TRUE(db_->recordContent({{"a", "v", State::kFull, "\x01", 10},
+                                  {"b", "v", State::kPartial, "\x01", 4}})
+                  .isOk());
+  auto st = db_->stats();
+  ASSERT_TRUE(st.isOk());
+  EXPECT_EQ(st->files, 3u);
+  EXPECT_EQ(st->filesFull, 1u);
+  EXPECT_EQ(st->filesPartial, 1u);
+  EXPECT_EQ(st->filesEmpty, 1u);
+  EXPECT_EQ(st->dirs, 2u);
+  EXPECT_EQ(st->dirsListed, 1u);
+  EXPECT_EQ(st->bytesTotal, 35u);
+  EXPECT_EQ(st->bytesPresent, 14u);
+}
+
+TEST_F(MetaDbTest, PersistsAcrossReopenWithSettings) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1")}, nullptr).isOk());
+  ASSERT_TRUE(db_->setSetting("source", "dir:/x").isOk());
+  db_.reset();
+  auto db = MetaDb::open(tmp_.path() + "/index.db");
+  ASSERT_TRUE(db.isOk());
+  auto s = (*db)->getSetting("source");
+  ASSERT_TRUE(s.isOk() && s->has_value());
+  EXPECT_EQ(**s, "dir:/x");
+  EXPECT_TRUE((*(*db)->get("a")).has_value());
+}
+
+TEST(MetaDbOpenTest, RefusesNewerSchema) {
+  hsm::testing::TempDir tmp;
+  {
+    auto db = MetaDb::open(tmp.path() + "/index.db");
+    ASSERT_TRUE(db.isOk());
+    ASSERT_TRUE((*db)->setSetting("schema_version", "99").isOk());
+  }
+  auto db = MetaDb::open(tmp.path() + "/index.db");
+  ASSERT_FALSE(db.isOk());
+  EXPECT_EQ(db.status().code(), EPROTO);
+}
+
+}  // namespace
+}  // namespace hsm::cache

@@ -12,7 +12,7 @@ packages=(
   libgumbo-dev libfuse3-dev fuse3 libxxhash-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest
-  e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps
+  e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps bc
 )
 # Extra packages other parts of the project list one per line (e.g. test servers).
 for list in "$here"/deps-*.txt; do

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "util/chunk_map.h"
@@ -55,7 +56,9 @@ namespace {
 // source files stay sparse in the cache.
 class CacheFileSink final : public remote::ByteSink {
  public:
-  CacheFileSink(int fd, uint64_t begin) : fd_(fd), next_(begin) {}
+  // `progress(next)` is called after each write with the new end of the written bytes.
+  CacheFileSink(int fd, uint64_t begin, std::function<void(uint64_t)> progress)
+      : fd_(fd), next_(begin), progress_(std::move(progress)) {}
   Status write(uint64_t offset, const char* data, size_t length) override {
     if (offset != next_) {
       return Status::error(EIO, fmt::format("remote delivered offset {} where {} was expected",
@@ -73,6 +76,7 @@ class CacheFileSink final : public remote::ByteSink {
       }
     }
     next_ += length;
+    progress_(next_);
     return Status::ok();
   }
   uint64_t next() const { return next_; }
@@ -84,6 +88,7 @@ class CacheFileSink final : public remote::ByteSink {
   }
   int fd_;
   uint64_t next_;
+  std::function<void(uint64_t)> progress_;
 };
 
 }  // namespace
@@ -172,7 +177,25 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   const uint64_t end = std::min(fs->size, fs->present.chunkBegin(f->last));
   fetches_++;
   if (f->readahead) readaheadFetches_++;
-  CacheFileSink sink(fs->fd.get(), begin);
+  // Chunks are published as soon as they are written, so a reader waiting for the start
+  // of a long flight does not wait for its end.
+  uint64_t published = f->first;
+  auto publishUpTo = [&](uint64_t endChunk) {
+    if (endChunk <= published) return;
+    {
+      std::lock_guard lock(fs->mu);
+      for (uint64_t c = published; c < endChunk; ++c) {
+        fs->inflight.reset(c);
+        fs->present.set(c);
+      }
+      fs->dirty = true;
+    }
+    published = endChunk;
+    fs->cv.notify_all();
+  };
+  CacheFileSink sink(fs->fd.get(), begin, [&](uint64_t next) {
+    publishUpTo(next >= end ? f->last : next / config_.chunkSize);
+  });
   Status s = remote_.read(fs->path, fs->version, begin, end - begin, sink);
   if (s && sink.next() != end) {
     s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
@@ -181,13 +204,14 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   if (s) {
     fetchedBytes_ += end - begin;
   } else {
+    fetchedBytes_ += fs->present.chunkBegin(published) - begin;
     fetchErrors_++;
     log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
   }
   bool nowFull = false;
   {
     std::lock_guard lock(fs->mu);
-    for (uint64_t c = f->first; c < f->last; ++c) {
+    for (uint64_t c = published; c < f->last; ++c) {
       fs->inflight.reset(c);
       if (s) fs->present.set(c);
     }
@@ -261,8 +285,8 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
         }
         if (auto other = fs->flightFor(c)) {
           waits_++;
-          fs->cv.wait(lock, [&] { return other->done; });
-          if (!other->status) return other->status;
+          fs->cv.wait(lock, [&] { return other->done || fs->present.has(c); });
+          if (!fs->present.has(c) && !other->status) return other->status;
           continue;  // re-check c: it is present now
         }
         auto mine = startFlightLocked(*fs, c, last);

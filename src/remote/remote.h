@@ -12,8 +12,9 @@
 //   order, to the sink, or fails. It fails with ESTALE if the object no longer matches
 //   `version` (the caller never mixes two versions), ENOENT if it is gone, EACCES if it
 //   cannot be read, EIO for other failures (after the backend's own bounded retries).
-//   A failed read may already have written some bytes to the sink; the caller must not
-//   treat them as present.
+//   Bytes handed to the sink are final: they belong to `version` (the caller may serve
+//   them at once). A read that fails later may already have delivered some bytes; those
+//   are valid, the rest must be fetched again.
 // - A Remote never writes to its source.
 #pragma once
 

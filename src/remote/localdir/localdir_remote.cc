@@ -142,14 +142,15 @@ Status LocalDirRemote::read(const std::string& path, const ObjectVersion& versio
     if (n == 0) {
       return Status::error(ESTALE, fmt::format("source '{}/{}' shrank while reading", root_, path));
     }
+    // Deliver only bytes read while the file was still the version asked for: the caller
+    // may publish them at once, so a change must be caught before, not after, delivery.
+    struct stat after {};
+    if (::fstat(fd->get(), &after) != 0) return Status::fromErrno(errno, "fstat");
+    if (versionOf(after) != version) {
+      return Status::error(ESTALE, fmt::format("source '{}/{}' changed while reading", root_, path));
+    }
     HSM_RETURN_IF_ERROR(sink.write(pos, buf.data(), static_cast<size_t>(n)));
     pos += static_cast<uint64_t>(n);
-  }
-  // The file must still be the version we started with, or the bytes may be mixed.
-  struct stat after {};
-  if (::fstat(fd->get(), &after) != 0) return Status::fromErrno(errno, "fstat");
-  if (versionOf(after) != version) {
-    return Status::error(ESTALE, fmt::format("source '{}/{}' changed while reading", root_, path));
   }
   return Status::ok();
 }

@@ -39,7 +39,7 @@ struct timespec toTimespec(int64_t ns) {
 
 }  // namespace
 
-Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir) {
+Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir, int lockWaitMs) {
   std::unique_ptr<CacheStore> cs(new CacheStore());
   cs->dir_ = cacheDir;
   // Parent directories of the cache may be created (e.g. /var/cache/fanhsm/...).
@@ -55,7 +55,15 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   int lfd = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lfd < 0) return Status::fromErrno(errno, lockPath);
   cs->lockFd_.reset(lfd);
-  if (::flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+  // A daemon that was just killed can hold the lock for a moment while the kernel tears
+  // its fanotify groups down: wait a bounded time before calling the cache busy.
+  int rc = -1;
+  for (int waited = 0;; waited += 100) {
+    rc = ::flock(lfd, LOCK_EX | LOCK_NB);
+    if (rc == 0 || errno != EWOULDBLOCK || waited >= lockWaitMs) break;
+    ::usleep(100 * 1000);
+  }
+  if (rc != 0) {
     if (errno == EWOULDBLOCK) {
       return Status::error(EBUSY, fmt::format("cache '{}' is in use by another fanhsm daemon",
                                               cacheDir));

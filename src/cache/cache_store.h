@@ -5,7 +5,7 @@
 // Contract
 // - open() creates the layout if missing (mode 0700, so the sparse tree is not readable
 //   by others around the view), takes an exclusive flock on meta/lock (EBUSY if another
-//   daemon uses this cache) and opens the index.
+//   daemon still holds it after lockWaitMs) and opens the index.
 // - Every path is relative (util/rel_path.h) and resolved beneath tree/ with
 //   openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): nothing outside tree/ is touched.
 // - Thread-safe: no mutable state besides the MetaDb, which locks itself.
@@ -24,7 +24,8 @@ namespace hsm::cache {
 
 class CacheStore {
  public:
-  static Result<std::unique_ptr<CacheStore>> open(const std::string& cacheDir);
+  static Result<std::unique_ptr<CacheStore>> open(const std::string& cacheDir,
+                                                  int lockWaitMs = 10000);
 
   const std::string& dir() const { return dir_; }
   std::string treePath() const { return dir_ + "/tree"; }

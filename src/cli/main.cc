@@ -380,7 +380,7 @@ int main(int argc, char** argv) {
   mount->add_flag("--foreground,-f", config.foreground, "Stay in the foreground and log to stderr");
   mount->add_option("--chunk-size", chunkArg, "Fetch granularity for a new cache (K/M suffix)")->capture_default_str();
   mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();
-  mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl")->capture_default_str();
+  mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
   mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
   mount->add_flag("--debug", config.debug, "Verbose logging");
 

@@ -125,7 +125,15 @@ std::vector<MountRecord> allRecords() {
   return out;
 }
 
-bool processAlive(int pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+bool processAlive(int pid) {
+  if (pid <= 0 || (::kill(pid, 0) != 0 && errno != EPERM)) return false;
+  // A zombie has exited (its parent, often init, has not reaped it yet).
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  std::getline(in, line);
+  auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
 
 std::optional<std::pair<MountRecord, std::string>> findMountFor(const std::string& absPath) {
   std::optional<std::pair<MountRecord, std::string>> best;

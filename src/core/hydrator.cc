@@ -30,6 +30,7 @@ struct Hydrator::FileState {
   std::string path;
   std::string version;
   uint64_t size = 0;
+  int64_t mtimeNs = 0;  // the remote's mtime, restored after writes
   ChunkMap present;   // written to the cache file
   ChunkMap durable;   // recorded in the index
   ChunkMap inflight;  // owned by a flight
@@ -129,6 +130,7 @@ Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& p
   fs->path = path;
   fs->version = r.version;
   fs->size = r.size;
+  fs->mtimeNs = r.mtimeNs;
   auto fd = cache_.openBeneath(path, O_RDWR | O_NOFOLLOW);
   if (!fd) return fd.status();
   fs->fd = std::move(*fd);
@@ -200,6 +202,18 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   if (s && sink.next() != end) {
     s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
                                        sink.next() - begin, end - begin, fs->path, begin));
+  }
+  if (published > f->first) {
+    // Writing moved the cache file's mtime; the view must show the remote's.
+    int64_t sec = fs->mtimeNs / 1000000000, nsec = fs->mtimeNs % 1000000000;
+    if (nsec < 0) {
+      nsec += 1000000000;
+      sec -= 1;
+    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {sec, nsec}};
+    if (::futimens(fs->fd.get(), ts) != 0) {
+      log::warn("restoring the mtime of '{}': {}", fs->path, std::strerror(errno));
+    }
   }
   if (s) {
     fetchedBytes_ += end - begin;

@@ -7,7 +7,7 @@ namespace hsm::core {
 
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
                                        size_t parallel)
-    : remote_(remote), cache_(cache), parallel_(std::max<size_t>(1, parallel)) {}
+    : remote_(remote), cache_(cache), parallel_(parallel) {}
 
 NamespacePopulator::~NamespacePopulator() { stop(); }
 

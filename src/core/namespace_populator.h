@@ -52,7 +52,8 @@ class NamespacePopulator {
   NamespacePopulator& operator=(const NamespacePopulator&) = delete;
 
   // Records the root, lists it now (so the mount is usable at once), then starts the
-  // background crawl of every directory not yet listed.
+  // background crawl of every directory not yet listed with `parallel` threads (0: no
+  // background crawl; directories are listed only when opened).
   Status start();
   void stop();
 

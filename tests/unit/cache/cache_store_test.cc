@@ -91,7 +91,7 @@ TEST(CacheStoreTest, SecondOpenOfSameCacheIsBusy) {
   hsm::testing::TempDir tmp;
   auto first = CacheStore::open(tmp.path() + "/c");
   ASSERT_TRUE(first.isOk());
-  auto second = CacheStore::open(tmp.path() + "/c");
+  auto second = CacheStore::open(tmp.path() + "/c", /*lockWaitMs=*/0);
   ASSERT_FALSE(second.isOk());
   EXPECT_EQ(second.status().code(), EBUSY);
 }

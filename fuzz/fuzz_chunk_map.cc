@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memcpy(&sizeKib, data, 2);
   std::memcpy(&chunkKib, data + 2, 2);
   uint64_t fileSize = uint64_t{sizeKib} * 1024 + (size % 1024);
-  uint64_t chunkSize = uint64_t{chunkKib % 64 + 1} * 1024;
+  uint64_t chunkSize = (static_cast<uint64_t>(chunkKib) % 64 + 1) * 1024;
   std::string_view blob(reinterpret_cast<const char*>(data + 4), size - 4);
   auto map = hsm::ChunkMap::deserialize(blob, fileSize, chunkSize);
   if (!map) return 0;

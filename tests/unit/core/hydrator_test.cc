@@ -154,7 +154,8 @@ TEST_F(HydratorTest, FailedFetchIsNeverPresentAndIsRetried) {
 
 TEST_F(HydratorTest, TruncatedDeliveryFails) {
   remote_.setShortBy(10);
-  auto r = hydrator_->ensure("big", 0, 100);
+  // Not at offset 0 (which would start readahead): exactly one flight, for chunk 3.
+  auto r = hydrator_->ensure("big", kChunk * 3 + 5, 100);
   ASSERT_FALSE(r.isOk());
   EXPECT_EQ(r.status().code(), EIO);
   EXPECT_EQ(hydrator_->info("big")->bytesPresent, 0u);

@@ -4,11 +4,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace hsm::cli {
 
 struct MountConfig {
-  std::string source;      // canonical absolute path of the source directory
+  std::string source;      // canonical absolute path of a source directory, or an http(s) URL
   std::string mountpoint;  // canonical absolute path
   std::string cacheDir;    // absolute
   std::string frontend = "fanotify";
@@ -18,6 +19,15 @@ struct MountConfig {
   size_t crawlParallel = 4;
   size_t workers = 16;
   bool debug = false;
+  // HTTP sources
+  bool insecure = false;
+  std::string user;                  // "user:password"; never logged
+  bool netrc = false;
+  std::vector<std::string> headers;  // "Name: value"
+  int timeoutSeconds = 20;           // a transfer that moves nothing for this long fails
+  int retries = 3;
 };
+
+inline bool isUrl(const std::string& source) { return source.find("://") != std::string::npos; }
 
 }  // namespace hsm::cli

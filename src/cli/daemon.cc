@@ -15,6 +15,7 @@
 #include "core/hydrator.h"
 #include "core/namespace_populator.h"
 #include "frontend/fanotify/fanotify_frontend.h"
+#include "remote/http/http_remote.h"
 #include "remote/localdir/localdir_remote.h"
 #include "util/log.h"
 #include "util/rel_path.h"
@@ -32,8 +33,26 @@ class Daemon {
  public:
   explicit Daemon(const MountConfig& config) : config_(config) {}
 
+  Result<std::unique_ptr<remote::Remote>> openRemote() {
+    if (!isUrl(config_.source)) {
+      auto r = remote::LocalDirRemote::open(config_.source);
+      if (!r) return r.status();
+      return std::unique_ptr<remote::Remote>(std::move(*r));
+    }
+    remote::HttpOptions o;
+    o.insecure = config_.insecure;
+    o.user = config_.user;
+    o.netrc = config_.netrc;
+    o.headers = config_.headers;
+    o.stallTimeout = std::chrono::seconds(config_.timeoutSeconds);
+    o.retries = config_.retries;
+    auto r = remote::HttpRemote::open(config_.source, o);
+    if (!r) return r.status();
+    return std::unique_ptr<remote::Remote>(std::move(*r));
+  }
+
   Status setup() {
-    auto remote = remote::LocalDirRemote::open(config_.source);
+    auto remote = openRemote();
     if (!remote) return remote.status();
     remote_ = std::move(*remote);
     auto cache = cache::CacheStore::open(config_.cacheDir);
@@ -64,6 +83,8 @@ class Daemon {
                     socketPathFor(config_.mountpoint), static_cast<int>(::getpid())};
     return writeRecord(rec);
   }
+
+  std::string sourceName() const { return remote_ ? remote_->describe() : config_.source; }
 
   // Serves control requests and signals until stopped. Returns the exit code.
   int serve(int sigFd) {
@@ -219,7 +240,7 @@ class Daemon {
   }
 
   MountConfig config_;
-  std::unique_ptr<remote::LocalDirRemote> remote_;
+  std::unique_ptr<remote::Remote> remote_;
   std::unique_ptr<cache::CacheStore> cache_;
   std::unique_ptr<core::Hydrator> hydrator_;
   std::unique_ptr<core::NamespacePopulator> populator_;
@@ -253,7 +274,7 @@ int runDaemon(const MountConfig& config, int readyFd) {
     d.shutdown();
     return 1;
   }
-  log::info("mounted {} at {} (cache {})", config.source, config.mountpoint, config.cacheDir);
+  log::info("mounted {} at {} (cache {})", d.sourceName(), config.mountpoint, config.cacheDir);
   report(readyFd, "OK\n");
   if (readyFd >= 0) ::close(readyFd);
   return d.serve(sigFd.get());

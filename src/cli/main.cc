@@ -25,6 +25,7 @@
 #include "cli/control.h"
 #include "cli/daemon.h"
 #include "cli/registry.h"
+#include "remote/http/http_remote.h"
 #include "util/log.h"
 
 namespace hsm::cli {
@@ -71,6 +72,16 @@ Result<std::string> absoluteNoFollow(const std::string& path) {
     return std::string(buf);
   }
   return d == "/" ? "/" + name : d + "/" + name;
+}
+
+// A source for messages: a URL loses any user:password@ part.
+std::string displaySource(const std::string& source) {
+  auto scheme = source.find("://");
+  if (scheme == std::string::npos) return source;
+  auto slash = source.find('/', scheme + 3);
+  auto at = source.rfind('@', slash);
+  if (at == std::string::npos || at < scheme) return source;
+  return source.substr(0, scheme + 3) + source.substr(at + 1);
 }
 
 bool isInside(const std::string& path, const std::string& dir) {
@@ -148,21 +159,22 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     return fail(fmt::format("frontend '{}' is not available in this build (only 'fanotify')",
                             config.frontend));
   }
-  if (sourceArg.find("://") != std::string::npos) {
-    return fail(fmt::format("source '{}': URL sources are not supported yet; give a local "
-                            "directory", sourceArg));
-  }
   if (!hasCapSysAdmin()) {
     return fail("mount needs root (CAP_SYS_ADMIN): fanotify pre-content events and mounts are "
                 "privileged");
   }
-  auto source = canonicalDir(sourceArg, "source");
-  if (!source) return fail(source.status().message());
+  if (isUrl(sourceArg)) {
+    config.source = sourceArg;
+  } else {
+    auto source = canonicalDir(sourceArg, "source");
+    if (!source) return fail(source.status().message());
+    config.source = *source;
+  }
   auto mp = canonicalDir(mpArg, "mount point");
   if (!mp) return fail(mp.status().message());
-  config.source = *source;
   config.mountpoint = *mp;
-  if (isInside(config.mountpoint, config.source) || isInside(config.source, config.mountpoint)) {
+  if (!isUrl(config.source) &&
+      (isInside(config.mountpoint, config.source) || isInside(config.source, config.mountpoint))) {
     return fail(fmt::format("source '{}' and mount point '{}' must not contain each other",
                             config.source, config.mountpoint));
   }
@@ -174,7 +186,8 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
   }
   while (cache.size() > 1 && cache.back() == '/') cache.pop_back();
   config.cacheDir = cache;
-  if (isInside(config.cacheDir, config.mountpoint) || isInside(config.cacheDir, config.source)) {
+  if (isInside(config.cacheDir, config.mountpoint) ||
+      (!isUrl(config.source) && isInside(config.cacheDir, config.source))) {
     return fail(fmt::format("cache '{}' must not be inside the source or the mount point",
                             config.cacheDir));
   }
@@ -224,7 +237,7 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
   }
   ::close(pipefd[0]);
   if (msg.rfind("OK", 0) == 0) {
-    std::cout << "fanhsm: mounted " << config.source << " at " << config.mountpoint << " (pid "
+    std::cout << "fanhsm: mounted " << displaySource(config.source) << " at " << config.mountpoint << " (pid "
               << pid << ", cache " << config.cacheDir << ")\n";
     return 0;
   }
@@ -232,7 +245,8 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
   ::waitpid(pid, &status, 0);
   if (msg.rfind("ERR ", 0) == 0) {
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-    return fail(fmt::format("mount {} on {}: {}", config.source, config.mountpoint, msg.substr(4)));
+    return fail(fmt::format("mount {} on {}: {}", displaySource(config.source), config.mountpoint,
+                            msg.substr(4)));
   }
   return fail(fmt::format("the daemon exited during setup (status {}); see {}/meta/fanhsm.log",
                           status, config.cacheDir));
@@ -373,7 +387,7 @@ int main(int argc, char** argv) {
   MountConfig config;
   std::string sourceArg, mpArg, cacheArg, chunkArg = "1M", readaheadArg = "32M";
   auto* mount = app.add_subcommand("mount", "Mount SOURCE at MOUNTPOINT (returns once it is usable)");
-  mount->add_option("SOURCE", sourceArg, "Source directory to mirror (a local or network directory)")->required();
+  mount->add_option("SOURCE", sourceArg, "What to mirror: a directory (local, NFS...) or an http(s):// directory listing URL")->required();
   mount->add_option("MOUNTPOINT", mpArg, "Empty directory where the tree appears")->required();
   mount->add_option("--cache", cacheArg, "Cache directory on ext4, xfs or btrfs (default: /var/cache/fanhsm/<mount point>)");
   mount->add_option("--frontend", config.frontend, "Kernel interface: fanotify")->capture_default_str();
@@ -383,6 +397,12 @@ int main(int argc, char** argv) {
   mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
   mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
   mount->add_flag("--debug", config.debug, "Verbose logging");
+  mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
+  mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (prefer --netrc)");
+  mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc");
+  mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
+  mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds without progress before a transfer fails")->capture_default_str();
+  mount->add_option("--retries", config.retries, "HTTP: retries of a failed request (with backoff) before EIO")->capture_default_str();
 
   std::string umountArg;
   bool lazy = false;
@@ -409,7 +429,13 @@ int main(int argc, char** argv) {
     std::cerr << "fanhsm: " << e.what() << "\n";
     return 2;
   }
-  if (*mount) return doMount(config, sourceArg, mpArg, cacheArg);
+  if (*mount) {
+    if (isUrl(sourceArg)) {
+      Status s = remote::HttpRemote::globalInit();  // before the daemon starts threads
+      if (!s) return fail(s.message());
+    }
+    return doMount(config, sourceArg, mpArg, cacheArg);
+  }
   if (*umount) return doUmount(umountArg, lazy);
   if (*status) return doStatus(statusPaths, json);
   return 2;

@@ -1,0 +1,622 @@
+#include "remote/http/http_remote.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <thread>
+
+#include "remote/http/listing_parser.h"
+#include "util/log.h"
+#include "util/rel_path.h"
+
+namespace hsm::remote {
+namespace {
+
+constexpr size_t kMaxListingBytes = 512u << 20;
+
+std::string percentEncode(std::string_view s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::string httpDate(int64_t sec) {
+  std::time_t t = static_cast<std::time_t>(sec);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == '\r' || s.back() == '\n' || s.back() == ' ')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+bool iequalsPrefix(std::string_view line, std::string_view name) {
+  if (line.size() < name.size()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
+  }
+  return true;
+}
+
+// Version strings: "<size>:etag:<strong etag>" or "<size>:lm:<HTTP date>" or "<size>:none".
+struct ParsedVersion {
+  uint64_t size = 0;
+  std::string ifRange;  // value for If-Range, "" if none
+  std::string etag;
+  std::string lastModified;
+};
+
+std::optional<ParsedVersion> parseVersion(const std::string& v) {
+  auto colon = v.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  ParsedVersion p;
+  try {
+    p.size = std::stoull(v.substr(0, colon));
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string rest = v.substr(colon + 1);
+  if (rest.rfind("etag:", 0) == 0) {
+    p.etag = rest.substr(5);
+    p.ifRange = p.etag;
+  } else if (rest.rfind("lm:", 0) == 0) {
+    p.lastModified = rest.substr(3);
+    p.ifRange = p.lastModified;
+  }
+  return p;
+}
+
+std::string makeVersion(uint64_t size, const std::string& etag, const std::string& lastModified) {
+  // Weak ETags may not be used in If-Range; fall back to the date.
+  if (!etag.empty() && etag.rfind("W/", 0) != 0) return fmt::format("{}:etag:{}", size, etag);
+  if (!lastModified.empty()) return fmt::format("{}:lm:{}", size, lastModified);
+  return fmt::format("{}:none", size);
+}
+
+}  // namespace
+
+struct HttpRemote::Handle {
+  CURL* easy = nullptr;
+  ~Handle() {
+    if (easy) curl_easy_cleanup(easy);
+  }
+};
+
+struct HttpRemote::Response {
+  long status = 0;
+  std::string etag, lastModified, contentType, contentRange, effectiveUrl;
+  std::optional<uint64_t> contentLength;
+  std::string body;
+};
+
+namespace {
+
+struct Capture {
+  long status = 0;
+  std::string etag, lastModified, contentType, contentRange;
+  std::optional<uint64_t> contentLength;
+};
+
+size_t onHeader(char* data, size_t size, size_t n, void* user) {
+  auto* c = static_cast<Capture*>(user);
+  std::string_view line(data, size * n);
+  if (line.rfind("HTTP/", 0) == 0) {
+    *c = Capture{};  // a new response (after a redirect or 100-continue)
+    auto sp = line.find(' ');
+    if (sp != std::string_view::npos) c->status = std::atol(std::string(line.substr(sp + 1, 3)).c_str());
+    return size * n;
+  }
+  auto colon = line.find(':');
+  if (colon == std::string_view::npos) return size * n;
+  std::string value = trim(line.substr(colon + 1));
+  if (iequalsPrefix(line, "etag:")) c->etag = value;
+  else if (iequalsPrefix(line, "last-modified:")) c->lastModified = value;
+  else if (iequalsPrefix(line, "content-type:")) c->contentType = value;
+  else if (iequalsPrefix(line, "content-range:")) c->contentRange = value;
+  else if (iequalsPrefix(line, "content-length:")) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+    if (end && *end == '\0' && !value.empty()) c->contentLength = v;
+  }
+  return size * n;
+}
+
+struct BodyCapture {
+  std::string* body;
+  size_t max;
+  bool tooLarge = false;
+};
+
+size_t onBody(char* data, size_t size, size_t n, void* user) {
+  auto* b = static_cast<BodyCapture*>(user);
+  if (b->body->size() + size * n > b->max) {
+    b->tooLarge = true;
+    return 0;
+  }
+  b->body->append(data, size * n);
+  return size * n;
+}
+
+}  // namespace
+
+Status HttpRemote::globalInit() {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    return Status::error(EIO, "curl_global_init failed");
+  }
+  return Status::ok();
+}
+
+HttpRemote::HttpRemote(std::string baseUrl, std::string displayUrl, HttpOptions options)
+    : baseUrl_(std::move(baseUrl)), displayUrl_(std::move(displayUrl)), options_(std::move(options)) {}
+
+HttpRemote::~HttpRemote() = default;
+
+Result<std::unique_ptr<HttpRemote>> HttpRemote::open(const std::string& url, HttpOptions options) {
+  auto scheme = url.find("://");
+  if (scheme == std::string::npos) return Status::error(EINVAL, fmt::format("'{}' is not a URL", url));
+  std::string s = url.substr(0, scheme);
+  if (s != "http" && s != "https") {
+    return Status::error(EINVAL, fmt::format("'{}': only http:// and https:// are supported", s));
+  }
+  std::string rest = url.substr(scheme + 3);
+  std::string base = url;
+  std::string display = url;
+  // user:password@ in the URL goes to the credentials, never into logs.
+  auto slash = rest.find('/');
+  auto at = rest.rfind('@', slash == std::string::npos ? std::string::npos : slash);
+  if (at != std::string::npos) {
+    if (options.user.empty()) {
+      char* decoded = curl_easy_unescape(nullptr, rest.substr(0, at).c_str(), 0, nullptr);
+      options.user = decoded ? decoded : "";
+      curl_free(decoded);
+    }
+    base = s + "://" + rest.substr(at + 1);
+    display = base;
+  }
+  if (base.find('?') != std::string::npos || base.find('#') != std::string::npos) {
+    return Status::error(EINVAL, fmt::format("'{}': a source URL may not have a query or fragment", display));
+  }
+  if (base.back() != '/') base.push_back('/');
+  if (display.back() != '/') display.push_back('/');
+  return std::unique_ptr<HttpRemote>(new HttpRemote(base, display, std::move(options)));
+}
+
+std::string HttpRemote::urlFor(const std::string& path, bool isDir) const {
+  std::string url = baseUrl_;
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string::npos) slash = path.size();
+    url += percentEncode(std::string_view(path).substr(start, slash - start));
+    if (slash < path.size()) url.push_back('/');
+    start = slash + 1;
+  }
+  if (isDir && !path.empty()) url.push_back('/');
+  return url;
+}
+
+std::unique_ptr<HttpRemote::Handle> HttpRemote::borrow() {
+  {
+    std::lock_guard lock(poolMu_);
+    if (!pool_.empty()) {
+      auto h = std::move(pool_.back());
+      pool_.pop_back();
+      return h;
+    }
+  }
+  auto h = std::make_unique<Handle>();
+  h->easy = curl_easy_init();
+  return h;
+}
+
+void HttpRemote::giveBack(std::unique_ptr<Handle> h) {
+  std::lock_guard lock(poolMu_);
+  if (pool_.size() < 64) pool_.push_back(std::move(h));
+}
+
+namespace {
+
+// Options every request shares. `headers` must outlive the transfer.
+void setCommon(CURL* e, const std::string& url, const HttpOptions& o, curl_slist* headers) {
+  curl_easy_reset(e);
+  curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(o.connectTimeout.count()));
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.stallTimeout.count()));
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "fanhsm/0.1");
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  if (o.insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (!o.user.empty()) {
+    curl_easy_setopt(e, CURLOPT_USERPWD, o.user.c_str());
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+  }
+  if (o.netrc) curl_easy_setopt(e, CURLOPT_NETRC, CURL_NETRC_OPTIONAL);
+  if (headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+}
+
+curl_slist* buildHeaders(const HttpOptions& o, const std::vector<std::string>& extra) {
+  curl_slist* list = nullptr;
+  for (const auto& h : o.headers) list = curl_slist_append(list, h.c_str());
+  for (const auto& h : extra) list = curl_slist_append(list, h.c_str());
+  return list;
+}
+
+struct SlistOwner {
+  curl_slist* list;
+  ~SlistOwner() { curl_slist_free_all(list); }
+};
+
+bool retryableCurl(CURLcode c) {
+  switch (c) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int errnoForStatus(long status) {
+  if (status == 404 || status == 410) return ENOENT;
+  if (status == 401 || status == 403) return EACCES;
+  if (status == 416) return ESTALE;
+  return EIO;
+}
+
+void backoff(int attempt) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(100 << std::min(attempt, 5)));
+}
+
+}  // namespace
+
+Result<HttpRemote::Response> HttpRemote::get(const std::string& url, size_t maxBody) {
+  Status last;
+  for (int attempt = 0; attempt <= options_.retries; ++attempt) {
+    if (attempt > 0) backoff(attempt - 1);
+    auto h = borrow();
+    SlistOwner headers{buildHeaders(options_, {})};
+    setCommon(h->easy, url, options_, headers.list);
+    Capture cap;
+    Response r;
+    BodyCapture body{&r.body, maxBody};
+    curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, "");  // listings may come compressed
+    curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &cap);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onBody);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = curl_easy_perform(h->easy);
+    char* eff = nullptr;
+    curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &eff);
+    r.effectiveUrl = eff ? eff : url;
+    giveBack(std::move(h));
+    if (body.tooLarge) {
+      return Status::error(EFBIG, fmt::format("GET {}: body larger than {} bytes", url, maxBody));
+    }
+    if (rc != CURLE_OK) {
+      last = Status::error(EIO, fmt::format("GET {}: {}", url, curl_easy_strerror(rc)));
+      if (retryableCurl(rc)) continue;
+      return last;
+    }
+    r.status = cap.status;
+    r.etag = cap.etag;
+    r.lastModified = cap.lastModified;
+    r.contentType = cap.contentType;
+    r.contentLength = cap.contentLength;
+    if (r.status >= 500) {
+      last = Status::error(EIO, fmt::format("GET {}: HTTP {}", url, r.status));
+      continue;
+    }
+    return r;
+  }
+  return last;
+}
+
+Result<HttpRemote::Response> HttpRemote::head(const std::string& url) {
+  Status last;
+  for (int attempt = 0; attempt <= options_.retries; ++attempt) {
+    if (attempt > 0) backoff(attempt - 1);
+    auto h = borrow();
+    SlistOwner headers{buildHeaders(options_, {})};
+    setCommon(h->easy, url, options_, headers.list);
+    Capture cap;
+    curl_easy_setopt(h->easy, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &cap);
+    CURLcode rc = curl_easy_perform(h->easy);
+    giveBack(std::move(h));
+    if (rc != CURLE_OK) {
+      last = Status::error(EIO, fmt::format("HEAD {}: {}", url, curl_easy_strerror(rc)));
+      if (retryableCurl(rc)) continue;
+      return last;
+    }
+    if (cap.status >= 500) {
+      last = Status::error(EIO, fmt::format("HEAD {}: HTTP {}", url, cap.status));
+      continue;
+    }
+    Response r;
+    r.status = cap.status;
+    r.etag = cap.etag;
+    r.lastModified = cap.lastModified;
+    r.contentType = cap.contentType;
+    r.contentLength = cap.contentLength;
+    return r;
+  }
+  return last;
+}
+
+Result<Entry> HttpRemote::rootEntry() {
+  auto r = get(baseUrl_, kMaxListingBytes);
+  if (!r) return r.status();
+  if (r->status != 200) {
+    return Status::error(errnoForStatus(r->status),
+                         fmt::format("GET {}: HTTP {}", displayUrl_, r->status));
+  }
+  Entry e;
+  e.type = EntryType::kDir;
+  e.mode = 0555;
+  if (!r->lastModified.empty()) {
+    time_t t = curl_getdate(r->lastModified.c_str(), nullptr);
+    if (t > 0) e.mtimeNs = int64_t{t} * 1000000000;
+  }
+  return e;
+}
+
+Result<Listing> HttpRemote::list(const std::string& dir) {
+  std::string url = urlFor(dir, true);
+  auto r = get(url, kMaxListingBytes);
+  if (!r) return r.status();
+  if (r->status != 200) {
+    return Status::error(errnoForStatus(r->status), fmt::format("GET {}: HTTP {}", url, r->status));
+  }
+  // Links resolve against the URL the listing came from (after redirects).
+  std::string base = r->effectiveUrl;
+  if (base.empty() || base.back() != '/') base = url;
+  auto parsed = http::parseListing(base, r->contentType, r->body);
+  Listing out;
+  for (auto& reason : parsed.rejected) out.skipped.push_back(std::move(reason));
+  // Only nginx's JSON listing gives exact sizes and second-precision times for every file;
+  // everything else is completed with HEAD requests (in parallel).
+  bool exact = parsed.detected == http::ListingFormat::kNginxJson;
+  // Times the listing does not give are the time of listing (not 1970).
+  const int64_t nowNs = int64_t{std::time(nullptr)} * 1000000000;
+  for (auto& le : parsed.entries) {
+    Entry e;
+    e.name = le.name;
+    e.type = le.isDir ? EntryType::kDir : EntryType::kFile;
+    e.mode = le.isDir ? 0555 : 0444;
+    e.mtimeNs = le.mtimeSec ? *le.mtimeSec * 1000000000 : nowNs;
+    if (!le.isDir) {
+      e.size = le.size.value_or(0);
+      if (exact && le.size && le.mtimeSec) {
+        e.version = makeVersion(*le.size, "", httpDate(*le.mtimeSec));
+      }
+    }
+    out.entries.push_back(std::move(e));
+  }
+  HSM_RETURN_IF_ERROR(fetchEntryAttrs(dir, out.entries));
+  // Entries whose HEAD said "gone" are dropped (version left empty).
+  std::vector<Entry> kept;
+  kept.reserve(out.entries.size());
+  for (auto& e : out.entries) {
+    if (e.type == EntryType::kFile && e.version.empty()) {
+      out.skipped.push_back(fmt::format("{}: listed but not found by HEAD", e.name));
+      continue;
+    }
+    kept.push_back(std::move(e));
+  }
+  out.entries = std::move(kept);
+  std::sort(out.entries.begin(), out.entries.end(),
+            [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  return out;
+}
+
+Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries) {
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].type == EntryType::kFile && entries[i].version.empty()) todo.push_back(i);
+  }
+  if (todo.empty()) return Status::ok();
+  std::atomic<size_t> next{0};
+  std::mutex errMu;
+  Status firstError;
+  auto worker = [&] {
+    while (true) {
+      size_t k = next++;
+      if (k >= todo.size()) return;
+      Entry& e = entries[todo[k]];
+      std::string url = urlFor(joinPath(dirPath, e.name), false);
+      auto r = head(url);
+      if (r && (r->status == 404 || r->status == 410)) continue;  // vanished: left out
+      if (!r || r->status != 200 || !r->contentLength) {
+        std::lock_guard lock(errMu);
+        if (firstError) {
+          firstError = !r ? r.status()
+                          : Status::error(r->status == 200 ? EIO : errnoForStatus(r->status),
+                                          fmt::format("HEAD {}: {}", url,
+                                                      r->status == 200 ? "no Content-Length"
+                                                                       : fmt::format("HTTP {}", r->status)));
+        }
+        continue;
+      }
+      e.size = *r->contentLength;
+      if (!r->lastModified.empty()) {
+        time_t t = curl_getdate(r->lastModified.c_str(), nullptr);
+        if (t > 0) e.mtimeNs = int64_t{t} * 1000000000;
+      }
+      e.version = makeVersion(e.size, r->etag, r->lastModified);
+    }
+  };
+  size_t n = std::min(options_.parallel == 0 ? size_t{1} : options_.parallel, todo.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < n; ++i) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  return firstError;
+}
+
+namespace {
+
+// Streams one ranged response into the sink, checking that it is the range and version
+// asked for before the first byte is delivered.
+struct RangeTransfer {
+  ByteSink* sink;
+  const ParsedVersion* version;
+  uint64_t start;      // first byte asked for
+  uint64_t end;        // one past the last byte wanted
+  uint64_t next;       // next byte to deliver
+  uint64_t skip = 0;   // bytes of a 200 body to drop before `start`
+  uint64_t bodyPos = 0;
+  bool checked = false;
+  Status verdict;      // why the transfer was stopped
+  Capture cap;
+};
+
+size_t onRangeBody(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<RangeTransfer*>(user);
+  size_t len = size * n;
+  if (!t->checked) {
+    t->checked = true;
+    long st = t->cap.status;
+    if (st == 206) {
+      unsigned long long a = 0, b = 0, total = 0;
+      if (std::sscanf(t->cap.contentRange.c_str(), "bytes %llu-%llu/%llu", &a, &b, &total) != 3 ||
+          a != t->start) {
+        t->verdict = Status::error(EIO, fmt::format("wrong Content-Range '{}' for a range from {}",
+                                                    t->cap.contentRange, t->start));
+        return 0;
+      }
+      if (total != t->version->size) {
+        t->verdict = Status::error(ESTALE, fmt::format("remote size is now {} (was {})", total,
+                                                       t->version->size));
+        return 0;
+      }
+    } else if (st == 200) {
+      // Either the server ignores ranges, or If-Range found a new version.
+      bool changed = (!t->version->etag.empty() && t->cap.etag != t->version->etag) ||
+                     (!t->version->lastModified.empty() &&
+                      t->cap.lastModified != t->version->lastModified) ||
+                     (t->cap.contentLength && *t->cap.contentLength != t->version->size);
+      if (changed) {
+        t->verdict = Status::error(ESTALE, "the remote file changed since it was listed");
+        return 0;
+      }
+      t->skip = t->start;  // no range support: the whole body streams, drop what comes first
+    } else {
+      t->verdict = Status::error(errnoForStatus(st), fmt::format("HTTP {}", st));
+      return 0;
+    }
+  }
+  const char* p = data;
+  size_t left = len;
+  if (t->bodyPos < t->skip) {
+    uint64_t drop = std::min<uint64_t>(left, t->skip - t->bodyPos);
+    t->bodyPos += drop;
+    p += drop;
+    left -= static_cast<size_t>(drop);
+  }
+  if (left > 0) {
+    uint64_t want = t->end - t->next;
+    size_t give = static_cast<size_t>(std::min<uint64_t>(want, left));
+    if (give > 0) {
+      Status s = t->sink->write(t->next, p, give);
+      if (!s) {
+        t->verdict = s;
+        return 0;
+      }
+      t->next += give;
+    }
+    t->bodyPos += left;
+    if (t->next == t->end) return give == left ? len : 0;  // done: stop a longer body
+  }
+  return len;
+}
+
+}  // namespace
+
+Status HttpRemote::read(const std::string& path, const ObjectVersion& version, uint64_t offset,
+                        uint64_t length, ByteSink& sink) {
+  auto pv = parseVersion(version);
+  if (!pv) return Status::error(EIO, fmt::format("'{}': unknown version '{}'", path, version));
+  if (offset >= pv->size || length == 0) return Status::ok();
+  const uint64_t end = std::min(pv->size, offset + std::min(length, pv->size - offset));
+  const std::string url = urlFor(path, false);
+  uint64_t next = offset;
+  Status last;
+  for (int attempt = 0; attempt <= options_.retries && next < end; ++attempt) {
+    if (attempt > 0) backoff(attempt - 1);
+    std::vector<std::string> extra = {fmt::format("Range: bytes={}-{}", next, end - 1)};
+    if (!pv->ifRange.empty()) extra.push_back("If-Range: " + pv->ifRange);
+    SlistOwner headers{buildHeaders(options_, extra)};
+    auto h = borrow();
+    setCommon(h->easy, url, options_, headers.list);
+    RangeTransfer t{&sink, &*pv, next, end, next};
+    curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
+    curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &t.cap);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onRangeBody);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &t);
+    CURLcode rc = curl_easy_perform(h->easy);
+    giveBack(std::move(h));
+    next = t.next;
+    if (next == end) return Status::ok();  // all bytes delivered (a longer body was cut)
+    if (!t.verdict.isOk()) {
+      last = t.verdict.withContext(fmt::format("GET {}", url));
+      // ESTALE, ENOENT, EACCES, a full cache disk: permanent. A server error or a wrong
+      // Content-Range: retried.
+      bool retry = t.verdict.code() == EIO &&
+                   (t.cap.status >= 500 || t.cap.status == 206 || t.cap.status == 200);
+      if (!retry) return last;
+      continue;
+    }
+    if (rc == CURLE_OK && t.checked) {
+      last = Status::error(EIO, fmt::format("GET {}: body ended at {} of {} bytes", url, next, end));
+      continue;  // truncated body: resume
+    }
+    if (rc == CURLE_OK && !t.checked) {
+      long st = t.cap.status;
+      last = Status::error(st >= 400 ? errnoForStatus(st) : EIO,
+                           fmt::format("GET {}: HTTP {} with no body", url, st));
+      if (st >= 400 && st < 500) return last;
+      continue;
+    }
+    last = Status::error(EIO, fmt::format("GET {}: {}", url, curl_easy_strerror(rc)));
+    if (!retryableCurl(rc)) return last;
+  }
+  if (next == end) return Status::ok();
+  return last.isOk() ? Status::error(EIO, fmt::format("GET {}: incomplete", url)) : last;
+}
+
+}  // namespace hsm::remote

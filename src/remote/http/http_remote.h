@@ -1,0 +1,76 @@
+// HttpRemote: a web server's directory listings as a Remote (nginx autoindex, Apache
+// mod_autoindex, lighttpd, python http.server, or any HTML page of links).
+//
+// Contract (in addition to remote.h)
+// - The base URL is a directory URL (a trailing '/' is added if missing). Paths map to URLs
+//   by percent-encoding each component; directories are requested with a trailing '/'.
+// - Listings are parsed by listing_parser.h: only links to direct children on the same
+//   origin are kept; every name is validated; rejected links are reported in `skipped`.
+// - Sizes, mtimes and validators come from the listing when it gives them exactly, else
+//   from HEAD requests issued in parallel (bounded by `parallel`).
+// - A file's version is its ETag if the server sends one, else "lm:<Last-Modified>:<size>".
+//   Range requests carry If-Range; a server answering 200 (changed) or a Content-Range that
+//   does not match makes read() fail with ESTALE; the bytes are never delivered.
+// - Retries: connection errors, timeouts, 5xx and truncated bodies are retried `retries`
+//   times with exponential backoff, resuming after the bytes already delivered; then EIO.
+//   404/410 -> ENOENT, 401/403 -> EACCES, 416 -> ESTALE.
+// - Credentials (user:password in `user` or in the URL, or ~/.netrc) are never logged:
+//   describe() and error messages show the URL without them.
+// - Thread-safe: curl handles come from a pool; one transfer per handle at a time.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "remote/remote.h"
+
+namespace hsm::remote {
+
+struct HttpOptions {
+  bool insecure = false;             // skip TLS verification
+  std::string user;                  // "user:password" for basic auth, or ""
+  bool netrc = false;                // use ~/.netrc
+  std::vector<std::string> headers;  // extra "Name: value" headers
+  std::chrono::seconds connectTimeout{10};
+  std::chrono::seconds stallTimeout{20};  // abort a transfer that moves nothing for this long
+  int retries = 3;
+  size_t parallel = 8;               // concurrent HEAD requests while listing
+};
+
+class HttpRemote final : public Remote {
+ public:
+  // Call once per process before any thread starts (wraps curl_global_init).
+  static Status globalInit();
+  static Result<std::unique_ptr<HttpRemote>> open(const std::string& url, HttpOptions options);
+  ~HttpRemote() override;
+
+  Result<Listing> list(const std::string& dir) override;
+  Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
+              uint64_t length, ByteSink& sink) override;
+  Result<Entry> rootEntry() override;
+  std::string describe() const override { return displayUrl_; }
+
+  // The URL of a path (for tests and messages); directories end with '/'.
+  std::string urlFor(const std::string& path, bool isDir) const;
+
+ private:
+  struct Handle;
+  struct Response;
+  HttpRemote(std::string baseUrl, std::string displayUrl, HttpOptions options);
+  std::unique_ptr<Handle> borrow();
+  void giveBack(std::unique_ptr<Handle> h);
+  Result<Response> head(const std::string& url);
+  Result<Response> get(const std::string& url, size_t maxBody);
+  Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
+
+  const std::string baseUrl_;
+  const std::string displayUrl_;  // without credentials
+  const HttpOptions options_;
+  std::mutex poolMu_;  // rank 95 (leaf)
+  std::vector<std::unique_ptr<Handle>> pool_;
+};
+
+}  // namespace hsm::remote

@@ -52,6 +52,7 @@ def fanhsm(pytestconfig):
 @pytest.fixture(scope="session")
 def session_dir():
     d = tempfile.mkdtemp(prefix="fanhsm-it.", dir="/var/tmp")
+    os.chmod(d, 0o755)  # web servers under test run workers as unprivileged users
     yield d
     # Unmount anything a failed test left below the session dir (ours only), then remove it.
     for line in reversed(open("/proc/self/mountinfo").read().splitlines()):
@@ -143,7 +144,9 @@ class Mount:
 
 @pytest.fixture
 def workdir(session_dir, request):
-    d = tempfile.mkdtemp(prefix=request.node.name[:40] + ".", dir=session_dir)
+    # Plain characters only: server configurations treat [ ] * ? in paths as globs.
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name[:40])
+    d = tempfile.mkdtemp(prefix=name + ".", dir=session_dir)
     return d
 
 

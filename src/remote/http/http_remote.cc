@@ -378,6 +378,30 @@ Result<HttpRemote::Response> HttpRemote::head(const std::string& url) {
   return last;
 }
 
+Result<uint64_t> HttpRemote::probeSize(const std::string& url) {
+  auto h = borrow();
+  SlistOwner headers{buildHeaders(options_, {"Range: bytes=0-0"})};
+  setCommon(h->easy, url, options_, headers.list);
+  Capture cap;
+  std::string body;
+  BodyCapture bc{&body, 1 << 20};
+  curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
+  curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &cap);
+  curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onBody);
+  curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &bc);
+  CURLcode rc = curl_easy_perform(h->easy);
+  giveBack(std::move(h));
+  if (rc != CURLE_OK) return Status::error(EIO, fmt::format("GET {}: {}", url, curl_easy_strerror(rc)));
+  auto slash = cap.contentRange.rfind('/');
+  if ((cap.status == 206 || cap.status == 416) && slash != std::string::npos) {
+    char* end = nullptr;
+    unsigned long long total = std::strtoull(cap.contentRange.c_str() + slash + 1, &end, 10);
+    if (end && *end == '\0') return static_cast<uint64_t>(total);
+  }
+  if (cap.status == 200 && !bc.tooLarge) return cap.contentLength.value_or(body.size());
+  return Status::error(EIO, fmt::format("GET {}: no size (HTTP {})", url, cap.status));
+}
+
 Result<Entry> HttpRemote::rootEntry() {
   auto r = get(baseUrl_, kMaxListingBytes);
   if (!r) return r.status();
@@ -461,6 +485,11 @@ Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry
       std::string url = urlFor(joinPath(dirPath, e.name), false);
       auto r = head(url);
       if (r && (r->status == 404 || r->status == 410)) continue;  // vanished: left out
+      if (r && r->status == 200 && !r->contentLength) {
+        // Some servers (Apache for empty files) answer HEAD without a length.
+        auto size = probeSize(url);
+        if (size) r->contentLength = *size;
+      }
       if (!r || r->status != 200 || !r->contentLength) {
         std::lock_guard lock(errMu);
         if (firstError) {

@@ -63,6 +63,8 @@ class HttpRemote final : public Remote {
   std::unique_ptr<Handle> borrow();
   void giveBack(std::unique_ptr<Handle> h);
   Result<Response> head(const std::string& url);
+  // Size from a one-byte range request, for servers whose HEAD has no Content-Length.
+  Result<uint64_t> probeSize(const std::string& url);
   Result<Response> get(const std::string& url, size_t maxBody);
   Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
 

@@ -1,0 +1,201 @@
+"""Issue #4: HTTP directory listings, mounted for real against real servers (nginx,
+Apache, lighttpd, python's http.server) and a fault-injecting server. Every check
+compares with the served tree, byte for byte."""
+import errno
+import json
+import mmap
+import os
+import random
+import stat
+import threading
+import time
+
+import pytest
+
+from conftest import WAIT_S, wait_for
+from servers import available, web_server
+from tree_util import rand_bytes, read_all, write
+
+MIB = 1 << 20
+
+
+def make_tree(root):
+    write(os.path.join(root, "big.bin"), rand_bytes(6 * MIB + 999, 21))
+    write(os.path.join(root, "one-mib"), rand_bytes(MIB, 22))
+    write(os.path.join(root, "empty"), b"")
+    write(os.path.join(root, "with space & more.txt"), b"spaces\n")
+    write(os.path.join(root, "caf\u00e9.txt"), b"unicode\n")
+    for d in range(6):
+        for f in range(5):
+            write(os.path.join(root, "dir%d" % d, "sub", "f%d.txt" % f), ("%d-%d\n" % (d, f)).encode() * 50)
+    os.makedirs(os.path.join(root, "emptydir"))
+    for dirpath, dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for n in files:
+            os.chmod(os.path.join(dirpath, n), 0o644)
+
+
+def tree_of(root):
+    """{relpath: ("dir",) | ("file", size)} without following links."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs:
+            out[os.path.relpath(os.path.join(dirpath, n), root)] = ("dir",)
+        for n in files:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, root)] = ("file", os.lstat(p).st_size)
+    return out
+
+
+@pytest.fixture
+def served(workdir):
+    root = os.path.join(workdir, "www")
+    os.makedirs(root)
+    make_tree(root)
+    os.chmod(workdir, 0o755)  # servers run workers as unprivileged users
+    return root
+
+
+SERVERS = [("nginx", "json"), ("nginx", "html"), ("apache", "fancy"), ("apache", "table"),
+           ("lighttpd", None), ("python", None), ("fault", None), ("fault", "no-ranges")]
+
+
+@pytest.mark.parametrize("kind,variant", SERVERS, ids=["%s-%s" % s for s in SERVERS])
+def test_http_tree_and_content_equal_source(mounter, served, workdir, kind, variant):
+    if not available(kind):
+        pytest.skip(kind + " not installed")
+    with web_server(kind, served, workdir, variant) as url:
+        m = mounter(url)
+        m.wait_crawl()
+        assert tree_of(m.mountpoint) == tree_of(served)
+        for rel, kindsize in tree_of(served).items():
+            if kindsize[0] == "file":
+                assert read_all(os.path.join(m.mountpoint, rel)) == read_all(os.path.join(served, rel)), rel
+        st = os.stat(os.path.join(m.mountpoint, "big.bin"))
+        assert stat.S_IMODE(st.st_mode) == 0o444
+        assert abs(st.st_mtime - os.stat(os.path.join(served, "big.bin")).st_mtime) < 61
+        s = m.status()
+        assert s["crawl"]["errors"] == 0 and s["events"]["denied"] == 0
+
+
+def test_http_random_mmap_and_concurrent_reads(mounter, served, workdir):
+    data = read_all(os.path.join(served, "big.bin"))
+    with web_server("nginx", served, workdir, "json") as url:
+        m = mounter(url)
+        path = os.path.join(m.mountpoint, "big.bin")
+        rng = random.Random(5)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for _ in range(40):
+                off, n = rng.randrange(len(data)), rng.choice([1, 4096, 70000, MIB + 1])
+                assert os.pread(fd, n, off) == data[off:off + n]
+        finally:
+            os.close(fd)
+        results, threads = [None] * 8, []
+        for i in range(8):
+            def reader(i=i):
+                results[i] = read_all(os.path.join(m.mountpoint, "one-mib"))
+            threads.append(threading.Thread(target=reader))
+            threads[-1].start()
+        for t in threads:
+            t.join(WAIT_S)
+        assert all(r == read_all(os.path.join(served, "one-mib")) for r in results)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert mm[:] == data
+
+
+def test_http_only_what_is_read_is_fetched(mounter, workdir):
+    root = os.path.join(workdir, "www")
+    os.makedirs(root)
+    os.chmod(workdir, 0o755)
+    middle = rand_bytes(2 * MIB, 23)
+    with open(os.path.join(root, "huge.bin"), "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(511 * MIB)
+        f.write(middle)
+    os.chmod(os.path.join(root, "huge.bin"), 0o644)
+    with web_server("nginx", root, workdir, "json") as url:
+        m = mounter(url)
+        fd = os.open(os.path.join(m.mountpoint, "huge.bin"), os.O_RDONLY)
+        try:
+            assert os.pread(fd, 4096, 512 * MIB + 100) == middle[MIB + 100:MIB + 4196]
+        finally:
+            os.close(fd)
+        st = m.status(os.path.join(m.mountpoint, "huge.bin"))
+        assert st["state"] == "partial" and 0 < st["bytes_present"] <= m.status()["chunk_size"]
+
+
+def set_faults(path, faults):
+    with open(path, "w") as f:
+        json.dump(faults, f)
+
+
+def test_http_faults_retried_or_eio_never_zeros(mounter, served, workdir):
+    faults = os.path.join(workdir, "faults.json")
+    set_faults(faults, {})
+    data = {n: read_all(os.path.join(served, n)) for n in ["big.bin", "one-mib"]}
+    with web_server("fault", served, workdir, faults) as url:
+        m = mounter(url, extra=["--timeout", "3", "--retries", "2"])
+        m.wait_crawl()
+        mp = m.mountpoint
+
+        def read_range(name, off, n):
+            fd = os.open(os.path.join(mp, name), os.O_RDONLY)
+            try:
+                return os.pread(fd, n, off)
+            finally:
+                os.close(fd)
+
+        # Transient 503s are retried: the read succeeds with the right bytes.
+        set_faults(faults, {"/big.bin": {"status": 503, "count": 2}})
+        assert read_range("big.bin", 100_000, 5000) == data["big.bin"][100_000:105_000]
+        # A connection reset mid-body and a truncated body: resumed, bytes equal.
+        set_faults(faults, {"/big.bin": {"reset_after": 70000, "count": 1}})
+        assert read_range("big.bin", 2 * MIB + 7, 300_000) == data["big.bin"][2 * MIB + 7:2 * MIB + 300_007]
+        set_faults(faults, {"/big.bin": {"truncate_after": 50000, "count": 1}})
+        assert read_range("big.bin", 4 * MIB + 3, 10) == data["big.bin"][4 * MIB + 3:4 * MIB + 13]
+        # Permanent failures: EIO in bounded time, never zeros.
+        for fault in [{"status": 500}, {"wrong_range": True}, {"etag_suffix": "-new"}, {"status": 404}]:
+            set_faults(faults, {"/one-mib": fault})
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as e:
+                read_range("one-mib", 5 * 4096, 100)
+            assert e.value.errno == errno.EIO, fault
+            assert time.monotonic() - t0 < WAIT_S
+        set_faults(faults, {})
+        assert read_range("one-mib", 5 * 4096, 100) == data["one-mib"][5 * 4096:5 * 4096 + 100]
+        assert m.daemon_alive()
+        # Offline: what is cached keeps working after the server is gone.
+        assert read_all(os.path.join(mp, "one-mib")) == data["one-mib"]
+        wait_for(lambda: m.status(os.path.join(mp, "one-mib"))["state"] == "full", "one-mib full")
+    # The server is stopped now.
+    assert read_all(os.path.join(mp, "one-mib")) == data["one-mib"]
+    assert sorted(os.listdir(os.path.join(mp, "dir3", "sub"))) == ["f%d.txt" % i for i in range(5)]
+    with pytest.raises(OSError) as e:
+        read_range("big.bin", 5 * MIB + 1, 10)
+    assert e.value.errno == errno.EIO
+    assert m.daemon_alive()
+
+
+def test_http_server_down_at_mount_is_a_clear_error(fanhsm, cachefs, workdir):
+    import subprocess
+    from servers import free_port
+    mp = os.path.join(workdir, "mp")
+    os.mkdir(mp)
+    r = subprocess.run([fanhsm, "mount", "--retries", "0", "--cache",
+                        os.path.join(cachefs, os.path.basename(workdir), "down"),
+                        "http://127.0.0.1:%d/" % free_port(), mp],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=WAIT_S)
+    assert r.returncode != 0
+    assert "127.0.0.1" in r.stderr and "connect" in r.stderr.lower()
+    assert not os.path.ismount(mp)
+
+
+def test_http_credentials_never_logged(mounter, served, workdir):
+    with web_server("python", served, workdir) as url:
+        secret_url = url.replace("http://", "http://alice:s3cr3t-pw@")
+        m = mounter(secret_url)
+        assert "s3cr3t" not in json.dumps(m.status())
+        log = open(os.path.join(m.cache, "meta", "fanhsm.log")).read()
+        assert "s3cr3t" not in log
+        assert read_all(os.path.join(m.mountpoint, "empty")) == b""

@@ -37,6 +37,7 @@ struct Hydrator::FileState {
   std::vector<std::shared_ptr<Flight>> flights;
   UniqueFd fd;        // read-write, on the private path
   uint64_t nextExpected = 0;
+  uint64_t raFrontier = 0;  // readahead has been scheduled up to this chunk
   unsigned seqHits = 0;
   bool seen = false;
   bool dirty = false;
@@ -243,7 +244,12 @@ void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uin
   if (fs->seqHits == 0) return;
   uint64_t window = std::min<uint64_t>(config_.readahead, config_.chunkSize << std::min(fs->seqHits, 16u));
   uint64_t limit = std::min(fs->present.chunkCount(), fromChunk + window / config_.chunkSize);
-  for (uint64_t c = fromChunk; c < limit; ++c) {
+  // Top the window up only when less than half of it is left ahead of the reader, so
+  // readahead goes out in flights of maxFetch, not one chunk per read.
+  if (fs->raFrontier > fromChunk && fs->raFrontier - fromChunk > (limit - fromChunk) / 2) return;
+  uint64_t start = std::max(fromChunk, fs->raFrontier);
+  fs->raFrontier = limit;
+  for (uint64_t c = start; c < limit; ++c) {
     if (fs->present.has(c) || fs->inflight.has(c)) continue;
     auto f = startFlightLocked(*fs, c, limit);
     f->readahead = true;

@@ -616,6 +616,7 @@ Status HttpRemote::read(const std::string& path, const ObjectVersion& version, u
     curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
     curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &t.cap);
     curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onRangeBody);
+    curl_easy_setopt(h->easy, CURLOPT_BUFFERSIZE, 512L * 1024);  // fewer, larger cache writes
     curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &t);
     CURLcode rc = curl_easy_perform(h->easy);
     giveBack(std::move(h));

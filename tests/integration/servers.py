@@ -47,6 +47,11 @@ def _wait_ready(url, proc, log, timeout=20):
 
 
 def _nginx(root, d, port, variant):
+    """Variants: html, html-approx, json; a "-rate-<R>" suffix adds limit_rate R."""
+    rate = ""
+    if variant and "-rate-" in variant:
+        variant, r = variant.split("-rate-")
+        rate = "limit_rate %s;" % r
     fmt = "json" if variant == "json" else "html"
     exact = "off" if variant == "html-approx" else "on"
     conf = os.path.join(d, "nginx.conf")
@@ -65,10 +70,10 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     root {root};
-    location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; }}
+    location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; {rate} }}
   }}
 }}
-""".format(d=d, port=port, root=root, exact=exact, fmt=fmt))
+""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate))
     return ["/usr/sbin/nginx", "-c", conf, "-p", d]
 
 

@@ -53,7 +53,8 @@ if CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebIn
   while IFS='=' read -r name corpus; do
     [ -n "$name" ] || continue
     work=$(mktemp -d)
-    [ -n "$corpus" ] && [ -d "$corpus" ] && find "$corpus" -type f -size -1M -exec cp {} "$work/" \; 2>/dev/null
+    # Seed files may share names (page.html): keep them all.
+    [ -n "$corpus" ] && [ -d "$corpus" ] && find "$corpus" -type f -size -1M -exec cp --backup=numbered {} "$work/" \; 2>/dev/null
     if (cd build-fuzz && "./$name" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
           -print_final_stats=1 "$work" > "$name.log" 2>&1); then
       echo "fuzz $name: ok ($(grep -m1 -Eo 'stat::number_of_executed_units: *[0-9]+' "build-fuzz/$name.log" | grep -Eo '[0-9]+$') runs)"

@@ -165,6 +165,12 @@ std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(FileState& fs, uin
   auto f = std::make_shared<Flight>();
   f->first = first;
   uint64_t maxChunks = std::max<uint64_t>(1, config_.maxFetch / config_.chunkSize);
+  if (!remote_.supportsRanges()) {
+    // Every read streams from the start of the file: one flight to the end, published
+    // as it arrives, instead of the prefix again for every chunk.
+    maxChunks = UINT64_MAX;
+    limit = fs.present.chunkCount();
+  }
   uint64_t c = first;
   while (c < limit && c - first < maxChunks && !fs.present.has(c) && !fs.inflight.has(c)) {
     fs.inflight.set(c);

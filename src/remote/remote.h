@@ -55,6 +55,10 @@ class Remote {
   virtual Result<Entry> rootEntry() = 0;
   // A short description for status and logs, e.g. "dir:/srv/archive". Never credentials.
   virtual std::string describe() const = 0;
+  // False once the backend knows that every read streams the file from its start (an
+  // HTTP server without range support): callers then fetch to the end in one read
+  // instead of paying for the prefix again and again.
+  virtual bool supportsRanges() const { return true; }
 };
 
 }  // namespace hsm::remote

@@ -199,3 +199,23 @@ def test_http_credentials_never_logged(mounter, served, workdir):
         log = open(os.path.join(m.cache, "meta", "fanhsm.log")).read()
         assert "s3cr3t" not in log
         assert read_all(os.path.join(m.mountpoint, "empty")) == b""
+
+
+def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):
+    root = os.path.join(workdir, "www")
+    data = rand_bytes(40 * MIB + 3, 24)
+    write(os.path.join(root, "stream.bin"), data)
+    os.chmod(os.path.join(root, "stream.bin"), 0o644)
+    os.chmod(workdir, 0o755)
+    with web_server("fault", root, workdir, "no-ranges") as url:
+        m = mounter(url)
+        fd = os.open(os.path.join(m.mountpoint, "stream.bin"), os.O_RDONLY)
+        try:
+            # A read in the middle first: the server answers with the whole file.
+            assert os.pread(fd, 5000, 20 * MIB) == data[20 * MIB:20 * MIB + 5000]
+            got = b"".join(os.pread(fd, MIB, off) for off in range(0, len(data), MIB))
+        finally:
+            os.close(fd)
+        assert got == data
+        # Not one request per chunk (each of which would stream the prefix again).
+        assert m.status()["fetch"]["count"] <= 4

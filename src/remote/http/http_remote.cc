@@ -621,6 +621,11 @@ Status HttpRemote::read(const std::string& path, const ObjectVersion& version, u
     CURLcode rc = curl_easy_perform(h->easy);
     giveBack(std::move(h));
     next = t.next;
+    bool wholeFileAsked = t.start == 0 && end == pv->size;
+    if (t.checked && t.cap.status == 200 && !wholeFileAsked && !noRanges_.exchange(true)) {
+      log::info("{} answers range requests with the whole file: reading files in one stream",
+                displayUrl_);
+    }
     if (next == end) return Status::ok();  // all bytes delivered (a longer body was cut)
     if (!t.verdict.isOk()) {
       last = t.verdict.withContext(fmt::format("GET {}", url));

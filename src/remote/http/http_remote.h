@@ -19,6 +19,7 @@
 // - Thread-safe: curl handles come from a pool; one transfer per handle at a time.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -52,6 +53,7 @@ class HttpRemote final : public Remote {
               uint64_t length, ByteSink& sink) override;
   Result<Entry> rootEntry() override;
   std::string describe() const override { return displayUrl_; }
+  bool supportsRanges() const override { return !noRanges_.load(); }
 
   // The URL of a path (for tests and messages); directories end with '/'.
   std::string urlFor(const std::string& path, bool isDir) const;
@@ -71,6 +73,7 @@ class HttpRemote final : public Remote {
   const std::string baseUrl_;
   const std::string displayUrl_;  // without credentials
   const HttpOptions options_;
+  std::atomic<bool> noRanges_{false};  // the server answered a range request with 200
   std::mutex poolMu_;  // rank 95 (leaf)
   std::vector<std::unique_ptr<Handle>> pool_;
 };

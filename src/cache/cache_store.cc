@@ -1,5 +1,6 @@
 #include "cache/cache_store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
@@ -131,6 +132,15 @@ Status CacheStore::materialize(const std::string& dir, const Entry& e,
       if (wrongType(S_IFREG)) {
         return Status::error(EEXIST, fmt::format("cache '{}' exists with another type", path));
       }
+      if (exists && discardContent) {
+        // A new inode, not a truncation: a fetch of the old version still running writes
+        // into the old inode, never into the new file; readers holding the old file open
+        // get EIO from then on (its path no longer resolves).
+        if (::unlinkat(dfd->get(), e.name.c_str(), 0) != 0) {
+          return Status::fromErrno(errno, fmt::format("cache unlink '{}'", path));
+        }
+        exists = false;
+      }
       int fd = ::openat(dfd->get(), e.name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                         0600);
       if (fd < 0) return Status::fromErrno(errno, fmt::format("cache create '{}'", path));
@@ -166,6 +176,66 @@ Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtim
     return Status::fromErrno(errno, fmt::format("cache utimens '{}'", displayPath(path)));
   }
   return Status::ok();
+}
+
+namespace {
+
+// Empties the directory open at `dfd` (no symlink is followed), depth-bounded.
+Status removeContents(int dfd, int depth) {
+  if (depth > 2048) return Status::error(ELOOP, "tree too deep to remove");
+  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return Status::fromErrno(errno, "dup");
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    ::close(dup);
+    return Status::fromErrno(errno, "fdopendir");
+  }
+  std::vector<std::string> names;
+  while (struct dirent* de = ::readdir(d)) {
+    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) names.push_back(de->d_name);
+  }
+  ::closedir(d);
+  for (const auto& n : names) {
+    if (::unlinkat(dfd, n.c_str(), 0) == 0 || errno == ENOENT) continue;
+    if (errno != EISDIR) return Status::fromErrno(errno, "unlink " + n);
+    UniqueFd sub(::openat(dfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!sub) return Status::fromErrno(errno, "open " + n);
+    HSM_RETURN_IF_ERROR(removeContents(sub.get(), depth + 1));
+    if (::unlinkat(dfd, n.c_str(), AT_REMOVEDIR) != 0) return Status::fromErrno(errno, "rmdir " + n);
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status CacheStore::removeEntry(const std::string& dir, const std::string& name) const {
+  HSM_RETURN_IF_ERROR(validateName(name, false));
+  auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
+  if (!dfd) return dfd.status();
+  if (::unlinkat(dfd->get(), name.c_str(), 0) == 0) return Status::ok();
+  if (errno != EISDIR) {
+    return Status::fromErrno(errno, fmt::format("cache remove '{}'", joinPath(dir, name)));
+  }
+  UniqueFd sub(::openat(dfd->get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!sub) return Status::fromErrno(errno, fmt::format("cache open '{}'", joinPath(dir, name)));
+  HSM_RETURN_IF_ERROR(removeContents(sub.get(), 0).withContext(joinPath(dir, name)));
+  if (::unlinkat(dfd->get(), name.c_str(), AT_REMOVEDIR) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache rmdir '{}'", joinPath(dir, name)));
+  }
+  return Status::ok();
+}
+
+Result<std::vector<std::string>> CacheStore::names(const std::string& dir) const {
+  auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
+  if (!dfd) return dfd.status();
+  DIR* d = ::fdopendir(dfd->release());
+  if (!d) return Status::fromErrno(errno, "fdopendir");
+  std::vector<std::string> out;
+  while (struct dirent* de = ::readdir(d)) {
+    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) out.push_back(de->d_name);
+  }
+  ::closedir(d);
+  return out;
 }
 
 std::string CacheStore::fsTypeName() const {

@@ -15,6 +15,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cache/meta_db.h"
 #include "util/entry.h"
@@ -39,9 +40,15 @@ class CacheStore {
   // Creates (or updates the attributes of) `e` inside directory `dir` of the tree:
   // directories with their mode; files sparse at full size with mode and mtime; symlinks
   // with their target. An existing file of the right size keeps its content unless
-  // `discardContent`. Directory mtimes are set by setDirTimes() after the listing.
+  // `discardContent`, which replaces it with a new, empty inode. EEXIST if the name exists
+  // with another type. Directory mtimes are set by setAttrs() after the listing.
   Status materialize(const std::string& dir, const Entry& e, bool discardContent) const;
   Status setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const;
+  // Removes entry `name` of directory `dir` from the tree, a directory with everything
+  // below it. Never follows symlinks. ENOENT if it is not there.
+  Status removeEntry(const std::string& dir, const std::string& name) const;
+  // Names in directory `dir` of the tree.
+  Result<std::vector<std::string>> names(const std::string& dir) const;
 
   // Filesystem type name of the cache ("ext4", "tmpfs", ...).
   std::string fsTypeName() const;

@@ -97,8 +97,8 @@ class Txn {
 };
 
 constexpr const char* kSelectEntry =
-    "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present "
-    "FROM entries WHERE path = ?1";
+    "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present, "
+    "listed_at FROM entries WHERE path = ?1";
 
 }  // namespace
 
@@ -179,6 +179,15 @@ Status MetaDb::migrate() {
     HSM_RETURN_IF_ERROR(
         exec("INSERT INTO settings(key, value) VALUES('schema_version', '1')"));
     HSM_RETURN_IF_ERROR(txn.commit());
+    version = 1;
+  }
+  if (version == 1) {
+    // v2: directories remember when they were listed, for revalidation after a TTL.
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    HSM_RETURN_IF_ERROR(exec("ALTER TABLE entries ADD COLUMN listed_at INTEGER NOT NULL DEFAULT 0"));
+    HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '2' WHERE key = 'schema_version'"));
+    HSM_RETURN_IF_ERROR(txn.commit());
   }
   return Status::ok();
 }
@@ -222,6 +231,7 @@ Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
   r.state = static_cast<int>(s.i64(6));
   r.present = s.blob(7);
   r.bytesPresent = static_cast<uint64_t>(s.i64(8));
+  r.listedAt = s.i64(9);
   return std::optional<EntryRow>(std::move(r));
 }
 
@@ -267,7 +277,8 @@ Result<bool> MetaDb::upsertEntry(const std::string& path, const Entry& e) {
 }
 
 Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& entries,
-                            std::vector<std::string>* changed) {
+                            std::vector<std::string>* changed, const std::string& validator,
+                            int64_t listedAt) {
   std::lock_guard lock(mu_);
   Txn txn(db_);
   HSM_RETURN_IF_ERROR(txn.begun());
@@ -277,11 +288,30 @@ Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& en
     if (!c) return c.status();
     if (*c && changed) changed->push_back(path);
   }
-  Stmt mark(db_, "UPDATE entries SET state = 1 WHERE path = ?1 AND type = 1");
+  Stmt mark(db_,
+            "UPDATE entries SET state = 1, version = ?2, listed_at = ?3 WHERE path = ?1 AND type = 1");
   HSM_RETURN_IF_ERROR(mark.prepared());
-  mark.bind(1, dir);
+  mark.bind(1, dir).bind(2, validator).bind(3, listedAt);
   HSM_RETURN_IF_ERROR(mark.run());
   return txn.commit();
+}
+
+Status MetaDb::touchListing(const std::string& dir, int64_t listedAt) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "UPDATE entries SET listed_at = ?2 WHERE path = ?1 AND type = 1");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, dir).bind(2, listedAt);
+  return s.run();
+}
+
+Status MetaDb::removeSubtree(const std::string& path) {
+  if (path.empty()) return Status::error(EINVAL, "refusing to remove the root");
+  std::lock_guard lock(mu_);
+  // Paths below "a" sort between "a/" and "a0" ('0' follows '/').
+  Stmt s(db_, "DELETE FROM entries WHERE path = ?1 OR (path >= ?2 AND path < ?3)");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, path + "/").bind(3, path + "0");
+  return s.run();
 }
 
 Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {

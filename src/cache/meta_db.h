@@ -45,6 +45,7 @@ struct EntryRow {
   int state = 0;             // State for files, kDirUnlisted/kDirListed for dirs
   std::string present;       // ChunkMap::serialize() for files
   uint64_t bytesPresent = 0;
+  int64_t listedAt = 0;      // dirs: when the listing was made or last revalidated (s)
 };
 
 struct ContentUpdate {
@@ -63,7 +64,7 @@ struct CacheStats {
 
 class MetaDb {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens or creates the index; runs migrations. `path` is the database file.
   static Result<std::unique_ptr<MetaDb>> open(const std::string& path);
@@ -81,10 +82,16 @@ class MetaDb {
   // keeps its listed flag. Returns true if an existing file's version changed (its cached
   // content must be discarded by the caller).
   Result<bool> upsertEntry(const std::string& path, const Entry& e);
-  // Applies a whole directory listing in one transaction and marks `dir` listed.
-  // `changed` receives the paths of files whose version changed.
+  // Applies a whole directory listing in one transaction and marks `dir` listed, with the
+  // listing's validator and time. `changed` receives the paths of files whose version
+  // changed. Entries no longer listed are removed by the caller (removeSubtree).
   Status applyListing(const std::string& dir, const std::vector<Entry>& entries,
-                      std::vector<std::string>* changed);
+                      std::vector<std::string>* changed, const std::string& validator = "",
+                      int64_t listedAt = 0);
+  // Records that `dir`'s listing was found unchanged at `listedAt`.
+  Status touchListing(const std::string& dir, int64_t listedAt);
+  // Removes `path` and everything below it.
+  Status removeSubtree(const std::string& path);
 
   // Records content states in one transaction (see durability above).
   Status recordContent(const std::vector<ContentUpdate>& updates);

@@ -17,6 +17,7 @@ struct MountConfig {
   uint64_t chunkSize = 1 << 20;
   uint64_t readahead = 32 << 20;
   size_t crawlParallel = 4;
+  int listingTtlSeconds = 300;  // 0: listings never expire
   size_t workers = 16;
   bool debug = false;
   // HTTP sources

@@ -64,7 +64,9 @@ class Daemon {
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
-    populator_ = std::make_unique<core::NamespacePopulator>(*remote_, *cache_, config_.crawlParallel);
+    populator_ = std::make_unique<core::NamespacePopulator>(
+        *remote_, *cache_, config_.crawlParallel, std::chrono::seconds(config_.listingTtlSeconds),
+        [h = hydrator_.get()](const std::string& path) { h->forget(path); });
     HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
 
     frontend::FanotifyConfig fc;
@@ -72,6 +74,7 @@ class Daemon {
     fc.mountpoint = config_.mountpoint;
     fc.cacheFsType = cache_->fsTypeName();
     fc.workers = config_.workers;
+    fc.dirIgnoreMarks = config_.listingTtlSeconds == 0;
     frontend_ = std::make_unique<frontend::FanotifyFrontend>(fc, *hydrator_, *populator_);
     HSM_RETURN_IF_ERROR(frontend_->start());
 
@@ -231,7 +234,8 @@ class Daemon {
             {"symlinks", st->symlinks},
             {"crawl", {{"done", crawl.done}, {"dirs_listed", crawl.dirsListed}, {"dirs_queued", crawl.dirsQueued},
                        {"dirs_active", crawl.dirsActive}, {"entries", crawl.entriesAdded},
-                       {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds}}},
+                       {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds},
+                       {"revalidated", crawl.revalidated}, {"removed", crawl.removed}}},
             {"events", {{"content", fe.fileEvents}, {"dir_open", fe.dirEvents}, {"file_open", fe.openEvents},
                         {"denied", fe.denied}, {"ignore_marks", fe.ignoreMarks}, {"pending", fe.pending}}},
             {"fetch", {{"count", hs.fetches}, {"bytes", hs.fetchedBytes}, {"errors", hs.fetchErrors},

@@ -396,6 +396,7 @@ int main(int argc, char** argv) {
   mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();
   mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
   mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
+  mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str();
   mount->add_flag("--debug", config.debug, "Verbose logging");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (prefer --netrc)");

@@ -441,6 +441,15 @@ Result<FileInfo> Hydrator::info(const std::string& path) {
   return fi;
 }
 
+void Hydrator::forget(const std::string& path) {
+  std::lock_guard lock(mu_);
+  const std::string below = path + "/";
+  for (auto it = files_.begin(); it != files_.end();) {
+    bool match = it->first == path || it->first.compare(0, below.size(), below) == 0;
+    it = match ? files_.erase(it) : std::next(it);
+  }
+}
+
 HydratorStats Hydrator::stats() const {
   HydratorStats s;
   s.fetches = fetches_;

@@ -79,6 +79,11 @@ class Hydrator {
   Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length);
 
   Result<FileInfo> info(const std::string& path);
+
+  // Forgets what is loaded for `path` and everything below it (the remote changed or
+  // removed it): the next request loads the index's new state. Fetches still running for
+  // the old version finish into the old inode.
+  void forget(const std::string& path);
   HydratorStats stats() const;
 
   // Records everything written so far (fdatasync + index). Used on stop and by tests.

@@ -1,13 +1,22 @@
 #include "core/namespace_populator.h"
 
+#include <ctime>
+#include <map>
+#include <set>
+
 #include "util/log.h"
 #include "util/rel_path.h"
 
 namespace hsm::core {
 
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
-                                       size_t parallel)
-    : remote_(remote), cache_(cache), parallel_(parallel) {}
+                                       size_t parallel, std::chrono::seconds ttl,
+                                       ChangedFn onChanged)
+    : remote_(remote), cache_(cache), parallel_(parallel), ttl_(ttl), onChanged_(std::move(onChanged)) {}
+
+namespace {
+int64_t nowSec() { return static_cast<int64_t>(std::time(nullptr)); }
+}  // namespace
 
 NamespacePopulator::~NamespacePopulator() { stop(); }
 
@@ -51,7 +60,7 @@ void NamespacePopulator::stop() {
   threads_.clear();
 }
 
-Status NamespacePopulator::ensureListed(const std::string& dir) {
+Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate) {
   {
     std::unique_lock lock(mu_);
     // Wait for a listing of this directory already under way.
@@ -64,7 +73,10 @@ Status NamespacePopulator::ensureListed(const std::string& dir) {
     return Status::error(ENOENT, fmt::format("'{}' is not a directory of the mirrored tree",
                                              displayPath(dir)));
   }
-  if ((*row)->state == cache::kDirListed) return Status::ok();
+  const bool listed = (*row)->state == cache::kDirListed;
+  const bool stale = listed && revalidate && ttl_.count() > 0 &&
+                     nowSec() - (*row)->listedAt >= ttl_.count();
+  if (listed && !stale) return Status::ok();
   {
     std::unique_lock lock(mu_);
     if (active_.count(dir) != 0) {
@@ -75,7 +87,12 @@ Status NamespacePopulator::ensureListed(const std::string& dir) {
     }
     active_.insert(dir);
   }
-  Status s = listDir(dir);
+  Status s = listDir(dir, listed ? (*row)->version : std::string(), listed);
+  if (!s && listed) {
+    // The remote is unreachable or failing: keep serving the listing we have.
+    log::warn("revalidating '{}': {}; keeping the cached listing", displayPath(dir), s.message());
+    s = Status::ok();
+  }
   {
     std::lock_guard lock(mu_);
     active_.erase(dir);
@@ -89,26 +106,62 @@ Status NamespacePopulator::ensureListed(const std::string& dir) {
   return s;
 }
 
-Status NamespacePopulator::listDir(const std::string& dir) {
-  auto listing = remote_.list(dir);
+Status NamespacePopulator::listDir(const std::string& dir, const std::string& validator,
+                                   bool relist) {
+  auto listing = remote_.list(dir, validator);
   if (!listing) return listing.status();
+  const int64_t now = nowSec();
+  if (listing->notModified) {
+    HSM_RETURN_IF_ERROR(cache_.db().touchListing(dir, now));
+    std::lock_guard lock(mu_);
+    revalidated_++;
+    return Status::ok();
+  }
+  auto changedAt = [&](const std::string& path) {
+    if (onChanged_) onChanged_(path);
+  };
   std::vector<std::string> subdirs;
   uint64_t added = 0;
-  std::vector<std::string> changed;
   for (const auto& e : listing->entries) {
     Status s = cache_.materialize(dir, e, false);
+    if (!s && s.code() == EEXIST) {
+      // The name changed type at the remote (a file became a directory...): replace it.
+      const std::string path = joinPath(dir, e.name);
+      HSM_RETURN_IF_ERROR(cache_.removeEntry(dir, e.name));
+      HSM_RETURN_IF_ERROR(cache_.db().removeSubtree(path));
+      changedAt(path);
+      s = cache_.materialize(dir, e, false);
+    }
     if (!s) return s.withContext(fmt::format("listing '{}'", displayPath(dir)));
     if (e.type == EntryType::kDir) subdirs.push_back(joinPath(dir, e.name));
     ++added;
   }
-  HSM_RETURN_IF_ERROR(cache_.db().applyListing(dir, listing->entries, &changed));
-  for (const auto& path : changed) {
-    // A file changed at the remote since it was cached: its old content must go.
-    for (const auto& e : listing->entries) {
-      if (joinPath(dir, e.name) == path) {
-        HSM_RETURN_IF_ERROR(cache_.materialize(dir, e, true));
-        log::info("'{}' changed at the remote: cached content discarded", path);
-      }
+  std::vector<std::string> changed;
+  HSM_RETURN_IF_ERROR(cache_.db().applyListing(dir, listing->entries, &changed, listing->validator, now));
+  if (!changed.empty()) {
+    std::map<std::string, const Entry*> byPath;
+    for (const auto& e : listing->entries) byPath[joinPath(dir, e.name)] = &e;
+    for (const auto& path : changed) {
+      // A file changed at the remote since it was cached: its old content must go.
+      HSM_RETURN_IF_ERROR(cache_.materialize(dir, *byPath.at(path), true));
+      changedAt(path);
+      log::info("'{}' changed at the remote: cached content discarded", path);
+    }
+  }
+  uint64_t removed = 0;
+  if (relist) {
+    std::set<std::string> listedNames;
+    for (const auto& e : listing->entries) listedNames.insert(e.name);
+    auto names = cache_.names(dir);
+    if (!names) return names.status();
+    for (const auto& n : *names) {
+      if (listedNames.count(n) != 0) continue;
+      const std::string path = joinPath(dir, n);
+      HSM_RETURN_IF_ERROR(cache_.removeEntry(dir, n));
+      HSM_RETURN_IF_ERROR(cache_.db().removeSubtree(path));
+      changedAt(path);
+      log::info("'{}' is gone from the remote: removed", path);
+      ++removed;
     }
   }
   auto self = cache_.db().get(dir);
@@ -122,6 +175,8 @@ Status NamespacePopulator::listDir(const std::string& dir) {
   }
   std::lock_guard lock(mu_);
   dirsListed_++;
+  if (relist) revalidated_++;
+  removed_ += removed;
   entriesAdded_ += added;
   skipped_ += listing->skipped.size();
   for (auto& d : subdirs) queue_.push_back(std::move(d));
@@ -141,7 +196,7 @@ void NamespacePopulator::crawlLoop() {
       if (active_.count(dir) != 0) continue;  // ensureListed() has it
       ++crawling_;
     }
-    Status s = ensureListed(dir);
+    Status s = ensureListed(dir, /*revalidate=*/false);
     if (!s && s.code() != ECANCELED) {
       log::warn("crawl: cannot list '{}': {}", displayPath(dir), s.message());
     }
@@ -166,6 +221,8 @@ CrawlStats NamespacePopulator::stats() const {
   s.entriesAdded = entriesAdded_;
   s.errors = failed_.size();
   s.skipped = skipped_;
+  s.revalidated = revalidated_;
+  s.removed = removed_;
   s.done = queue_.empty() && active_.empty() && crawling_ == 0;
   auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
   s.seconds = std::chrono::duration<double>(end - started_).count();

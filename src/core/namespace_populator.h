@@ -11,6 +11,12 @@
 // directory listed (one transaction) -> set the directory's own mode and mtime. A crash in
 // between leaves the directory unlisted; listing it again keeps content already present.
 //
+// Revalidation: with a TTL, a directory whose listing is older than the TTL is listed
+// again when it is opened (conditionally, where the remote supports it): new names appear,
+// names gone from the remote are removed from the tree and the index, files whose version
+// changed lose their cached content (onChanged lets the Hydrator forget them). The
+// background crawl never revalidates, so opening one directory never re-crawls a tree.
+//
 // Thread-safety: all methods are thread-safe. Listing of one directory is single-flight:
 // concurrent ensureListed() calls and the crawler share one listing. Locks: mu_ (rank 40),
 // never held across remote or disk I/O.
@@ -20,6 +26,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,13 +47,19 @@ struct CrawlStats {
   uint64_t entriesAdded = 0;  // names created by this daemon
   uint64_t errors = 0;        // directories that failed to list
   uint64_t skipped = 0;       // remote names left out (bad names, special files)
+  uint64_t revalidated = 0;   // listings checked again after the TTL
+  uint64_t removed = 0;       // names removed because the remote no longer has them
   bool done = false;          // nothing queued, nothing active
   double seconds = 0;         // since start, or total once done
 };
 
 class NamespacePopulator {
  public:
-  NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel);
+  using ChangedFn = std::function<void(const std::string& path)>;
+  // `ttl` 0: a listing is never revalidated.
+  NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel,
+                     std::chrono::seconds ttl = std::chrono::seconds(0),
+                     ChangedFn onChanged = nullptr);
   ~NamespacePopulator();  // stops the crawler
   NamespacePopulator(const NamespacePopulator&) = delete;
   NamespacePopulator& operator=(const NamespacePopulator&) = delete;
@@ -57,19 +70,22 @@ class NamespacePopulator {
   Status start();
   void stop();
 
-  // Blocks until `dir` is listed (listing it now if needed). ENOENT if `dir` is not a
-  // directory of the tree; the remote's error if listing fails.
-  Status ensureListed(const std::string& dir);
+  // Blocks until `dir` is listed (listing it now if needed; with `revalidate`, also if
+  // its listing is older than the TTL). ENOENT if `dir` is not a directory of the tree;
+  // the remote's error if listing fails (a stale listing is kept then, and served).
+  Status ensureListed(const std::string& dir, bool revalidate = true);
 
   CrawlStats stats() const;
 
  private:
-  Status listDir(const std::string& dir);
+  Status listDir(const std::string& dir, const std::string& validator, bool relist);
   void crawlLoop();
 
   remote::Remote& remote_;
   cache::CacheStore& cache_;
   const size_t parallel_;
+  const std::chrono::seconds ttl_;
+  const ChangedFn onChanged_;
 
   mutable std::mutex mu_;  // rank 40
   std::condition_variable cv_;
@@ -78,7 +94,7 @@ class NamespacePopulator {
   std::map<std::string, Status> failed_;  // failed in this run (the crawler skips them)
   size_t crawling_ = 0;  // crawler threads between dequeue and done
   bool stopping_ = false;
-  uint64_t dirsListed_ = 0, entriesAdded_ = 0, skipped_ = 0;
+  uint64_t dirsListed_ = 0, entriesAdded_ = 0, skipped_ = 0, revalidated_ = 0, removed_ = 0;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point finished_;
   bool finishedSet_ = false;

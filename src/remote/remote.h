@@ -34,6 +34,8 @@ using hsm::ObjectVersion;
 struct Listing {
   std::vector<Entry> entries;
   std::vector<std::string> skipped;  // "name: reason" for each entry left out
+  std::string validator;             // opaque; pass it back to list() to revalidate
+  bool notModified = false;          // the listing is unchanged since `validator`
 };
 
 // Receives content. write() is called with consecutive, increasing offsets.
@@ -47,7 +49,9 @@ class Remote {
  public:
   virtual ~Remote() = default;
   // Lists the directory at `dir`. ENOENT if it does not exist, ENOTDIR if not a directory.
-  virtual Result<Listing> list(const std::string& dir) = 0;
+  // With a `validator` from an earlier listing, a backend may answer notModified (and no
+  // entries) when it knows nothing changed; "" always gets a full listing.
+  virtual Result<Listing> list(const std::string& dir, const std::string& validator) = 0;
   // Reads a byte range of the file at `path`, checked against `version`. See above.
   virtual Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
                       uint64_t length, ByteSink& sink) = 0;

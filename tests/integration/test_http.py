@@ -219,3 +219,38 @@ def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):
         assert got == data
         # Not one request per chunk (each of which would stream the prefix again).
         assert m.status()["fetch"]["count"] <= 4
+
+
+def test_http_listing_revalidation_after_ttl(mounter, served, workdir):
+    with web_server("nginx", served, workdir, "json") as url:
+        m = mounter(url, extra=["--listing-ttl", "1"])
+        m.wait_crawl()
+        mp = m.mountpoint
+        old_fd = os.open(os.path.join(mp, "big.bin"), os.O_RDONLY)
+        try:
+            assert os.pread(old_fd, 10, 3 * MIB + 1) == read_all(os.path.join(served, "big.bin"))[3 * MIB + 1:3 * MIB + 11]
+            # The server's tree changes: a new file, a removed file and directory, a file
+            # rewritten with other content and size.
+            write(os.path.join(served, "added.txt"), b"new on the server\n")
+            os.chmod(os.path.join(served, "added.txt"), 0o644)
+            os.unlink(os.path.join(served, "one-mib"))
+            os.unlink(os.path.join(served, "dir5", "sub", "f0.txt"))
+            new_big = rand_bytes(2 * MIB + 5, 99)
+            write(os.path.join(served, "big.bin"), new_big)
+            os.chmod(os.path.join(served, "big.bin"), 0o644)
+            # Within the TTL the cached listing is served; after it, the next open revalidates.
+            time.sleep(1.2)
+            names = sorted(os.listdir(mp))
+            assert "added.txt" in names and "one-mib" not in names
+            assert "f0.txt" not in os.listdir(os.path.join(mp, "dir5", "sub"))
+            assert read_all(os.path.join(mp, "added.txt")) == b"new on the server\n"
+            assert os.stat(os.path.join(mp, "big.bin")).st_size == len(new_big)
+            assert read_all(os.path.join(mp, "big.bin")) == new_big
+            # A reader still holding the old version never gets the new bytes mixed in.
+            with pytest.raises(OSError) as e:
+                os.pread(old_fd, 10, 5 * MIB)
+            assert e.value.errno == errno.EIO
+        finally:
+            os.close(old_fd)
+        st = m.status()["crawl"]
+        assert st["revalidated"] >= 1 and st["removed"] >= 2

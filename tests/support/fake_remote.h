@@ -88,7 +88,7 @@ class FakeRemote final : public remote::Remote {
   int lists() const { return lists_; }
   uint64_t bytesRead() const { return bytesRead_; }
 
-  Result<remote::Listing> list(const std::string& dir) override {
+  Result<remote::Listing> list(const std::string& dir, const std::string& /*validator*/) override {
     lists_++;
     std::lock_guard lock(mu_);
     if (!dir.empty()) {

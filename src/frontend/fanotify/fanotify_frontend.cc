@@ -259,7 +259,7 @@ void FanotifyFrontend::handleDirOpen(PermissionEvent& ev) {
       ev.deny(fanotifyErrno(s.code()));
       return;
     }
-    addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM | FAN_ONDIR);
+    if (config_.dirIgnoreMarks) addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM | FAN_ONDIR);
     ev.allow();
   } catch (const std::exception& e) {
     log::error("unexpected error serving a directory open: {}", e.what());

@@ -39,6 +39,9 @@ struct FanotifyConfig {
   std::string mountpoint;  // absolute, canonical
   std::string cacheFsType; // for error messages
   size_t workers = 16;
+  // Listings never expire: a listed directory gets an ignore mark and raises no more open
+  // events. With a listing TTL every directory open is checked (and revalidated).
+  bool dirIgnoreMarks = true;
 };
 
 class FanotifyFrontend final : public Frontend {

@@ -303,12 +303,13 @@ void backoff(int attempt) {
 
 }  // namespace
 
-Result<HttpRemote::Response> HttpRemote::get(const std::string& url, size_t maxBody) {
+Result<HttpRemote::Response> HttpRemote::get(const std::string& url, size_t maxBody,
+                                             const std::vector<std::string>& extraHeaders) {
   Status last;
   for (int attempt = 0; attempt <= options_.retries; ++attempt) {
     if (attempt > 0) backoff(attempt - 1);
     auto h = borrow();
-    SlistOwner headers{buildHeaders(options_, {})};
+    SlistOwner headers{buildHeaders(options_, extraHeaders)};
     setCommon(h->easy, url, options_, headers.list);
     Capture cap;
     Response r;
@@ -419,10 +420,19 @@ Result<Entry> HttpRemote::rootEntry() {
   return e;
 }
 
-Result<Listing> HttpRemote::list(const std::string& dir) {
+Result<Listing> HttpRemote::list(const std::string& dir, const std::string& validator) {
   std::string url = urlFor(dir, true);
-  auto r = get(url, kMaxListingBytes);
+  std::vector<std::string> conditional;
+  if (validator.rfind("etag:", 0) == 0) conditional.push_back("If-None-Match: " + validator.substr(5));
+  if (validator.rfind("lm:", 0) == 0) conditional.push_back("If-Modified-Since: " + validator.substr(3));
+  auto r = get(url, kMaxListingBytes, conditional);
   if (!r) return r.status();
+  if (r->status == 304 && !conditional.empty()) {
+    Listing same;
+    same.notModified = true;
+    same.validator = validator;
+    return same;
+  }
   if (r->status != 200) {
     return Status::error(errnoForStatus(r->status), fmt::format("GET {}: HTTP {}", url, r->status));
   }
@@ -431,6 +441,11 @@ Result<Listing> HttpRemote::list(const std::string& dir) {
   if (base.empty() || base.back() != '/') base = url;
   auto parsed = http::parseListing(base, r->contentType, r->body);
   Listing out;
+  if (!r->etag.empty()) {
+    out.validator = "etag:" + r->etag;
+  } else if (!r->lastModified.empty()) {
+    out.validator = "lm:" + r->lastModified;
+  }
   for (auto& reason : parsed.rejected) out.skipped.push_back(std::move(reason));
   // Only nginx's JSON listing gives exact sizes and second-precision times for every file;
   // everything else is completed with HEAD requests (in parallel).

@@ -48,7 +48,9 @@ class HttpRemote final : public Remote {
   static Result<std::unique_ptr<HttpRemote>> open(const std::string& url, HttpOptions options);
   ~HttpRemote() override;
 
-  Result<Listing> list(const std::string& dir) override;
+  // Revalidates with If-None-Match / If-Modified-Since when the listing had an ETag or a
+  // Last-Modified (most autoindex pages have neither: then it is a full listing).
+  Result<Listing> list(const std::string& dir, const std::string& validator) override;
   Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
               uint64_t length, ByteSink& sink) override;
   Result<Entry> rootEntry() override;
@@ -67,7 +69,8 @@ class HttpRemote final : public Remote {
   Result<Response> head(const std::string& url);
   // Size from a one-byte range request, for servers whose HEAD has no Content-Length.
   Result<uint64_t> probeSize(const std::string& url);
-  Result<Response> get(const std::string& url, size_t maxBody);
+  Result<Response> get(const std::string& url, size_t maxBody,
+                       const std::vector<std::string>& extraHeaders = {});
   Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
 
   const std::string baseUrl_;

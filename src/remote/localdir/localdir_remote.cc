@@ -49,7 +49,7 @@ Result<UniqueFd> LocalDirRemote::openBeneath(const std::string& path, int flags)
   return UniqueFd(fd);
 }
 
-Result<Listing> LocalDirRemote::list(const std::string& dir) {
+Result<Listing> LocalDirRemote::list(const std::string& dir, const std::string& /*validator*/) {
   auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
   if (!dfd) return dfd.status();
   int dupfd = ::fcntl(dfd->get(), F_DUPFD_CLOEXEC, 0);

@@ -21,7 +21,9 @@ class LocalDirRemote final : public Remote {
   // Opens `root`. Fails with ENOENT/ENOTDIR/EACCES naming the path.
   static Result<std::unique_ptr<LocalDirRemote>> open(const std::string& root);
 
-  Result<Listing> list(const std::string& dir) override;
+  // Always a full listing: a directory's mtime does not change when a file in it is
+  // rewritten, so it cannot tell that nothing changed.
+  Result<Listing> list(const std::string& dir, const std::string& validator) override;
   Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
               uint64_t length, ByteSink& sink) override;
   Result<Entry> rootEntry() override;

@@ -65,7 +65,39 @@ TEST(CacheStoreTest, KeepsContentOfUnchangedFileAndDiscardsOnRequest) {
   EXPECT_EQ(std::string(buf, 4), "data");
   ASSERT_TRUE((*cs)->materialize("", f, true).isOk());
   ASSERT_EQ(::pread(fd->get(), buf, 4, 0), 4);
-  EXPECT_EQ(std::string(buf, 4), std::string(4, '\0'));
+  EXPECT_EQ(std::string(buf, 4), "data");  // the old inode, still open, is untouched
+  auto fresh = (*cs)->openBeneath("f", O_RDONLY);
+  ASSERT_TRUE(fresh.isOk());
+  ASSERT_EQ(::pread(fresh->get(), buf, 4, 0), 4);
+  EXPECT_EQ(std::string(buf, 4), std::string(4, '\0'));  // the name holds a new, empty file
+}
+
+TEST(CacheStoreTest, RemovesEntriesAndSubtreesWithoutFollowingSymlinks) {
+  hsm::testing::TempDir tmp;
+  auto cs = CacheStore::open(tmp.path() + "/c");
+  ASSERT_TRUE(cs.isOk());
+  Entry d;
+  d.name = "d";
+  d.type = EntryType::kDir;
+  ASSERT_TRUE((*cs)->materialize("", d, false).isOk());
+  d.name = "sub";
+  ASSERT_TRUE((*cs)->materialize("d", d, false).isOk());
+  Entry f;
+  f.name = "f";
+  f.size = 10;
+  ASSERT_TRUE((*cs)->materialize("d/sub", f, false).isOk());
+  std::string outside = tmp.path() + "/outside";
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  ASSERT_EQ(::close(::open((outside + "/keep").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
+  ASSERT_EQ(::symlink(outside.c_str(), (tmp.path() + "/c/tree/d/sub/link").c_str()), 0);
+  auto names = (*cs)->names("d");
+  ASSERT_TRUE(names.isOk());
+  EXPECT_EQ(*names, std::vector<std::string>{"sub"});
+  ASSERT_TRUE((*cs)->removeEntry("", "d").isOk());
+  struct stat st {};
+  EXPECT_NE(::lstat((tmp.path() + "/c/tree/d").c_str(), &st), 0);
+  EXPECT_EQ(::stat((outside + "/keep").c_str(), &st), 0);  // the symlink was not followed
+  EXPECT_EQ((*cs)->removeEntry("", "d").code(), ENOENT);
 }
 
 TEST(CacheStoreTest, RefusesEscapes) {

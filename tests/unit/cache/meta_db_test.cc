@@ -78,6 +78,21 @@ TEST_F(MetaDbTest, SameVersionKeepsContentStateChangedVersionResets) {
   EXPECT_TRUE(row->present.empty());
 }
 
+TEST_F(MetaDbTest, ListingTimesAndSubtreeRemoval) {
+  ASSERT_TRUE(db_->applyListing("", {dir("a"), dir("ab"), file("a0", 1, "v")}, nullptr, "etag:x", 100).isOk());
+  ASSERT_TRUE(db_->applyListing("a", {file("f", 1, "v"), dir("s")}, nullptr, "", 100).isOk());
+  ASSERT_TRUE(db_->applyListing("a/s", {file("g", 1, "v")}, nullptr, "", 100).isOk());
+  auto root = *db_->get("");
+  EXPECT_EQ(root->version, "etag:x");
+  EXPECT_EQ(root->listedAt, 100);
+  ASSERT_TRUE(db_->touchListing("", 200).isOk());
+  EXPECT_EQ((*db_->get(""))->listedAt, 200);
+  ASSERT_TRUE(db_->removeSubtree("a").isOk());
+  for (const char* gone : {"a", "a/f", "a/s", "a/s/g"}) EXPECT_FALSE(db_->get(gone)->has_value()) << gone;
+  for (const char* kept : {"ab", "a0", ""}) EXPECT_TRUE(db_->get(kept)->has_value()) << kept;
+  EXPECT_FALSE(db_->removeSubtree("").isOk());
+}
+
 TEST_F(MetaDbTest, RecordContentIgnoresStaleVersion) {
   ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v2")}, nullptr).isOk());
   ASSERT_TRUE(db_->recordContent({{"a", "v1", State::kFull, "\x01", 10}}).isOk());

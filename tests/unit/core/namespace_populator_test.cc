@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -86,6 +88,66 @@ TEST_F(PopulatorTest, RestartListsNothingTwice) {
   ASSERT_TRUE(p.start().isOk());
   ASSERT_TRUE(waitDone(p));
   EXPECT_EQ(remote_.lists(), lists);
+}
+
+TEST_F(PopulatorTest, RevalidationAfterTtlAddsRemovesAndInvalidates) {
+  std::vector<std::string> changed;
+  std::mutex mu;
+  NamespacePopulator p(remote_, *cache_, 2, std::chrono::seconds(3600), [&](const std::string& path) {
+    std::lock_guard lock(mu);
+    changed.push_back(path);
+  });
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  ASSERT_TRUE(cache_->db().recordContent({{"d0/s0/f", (*cache_->db().get("d0/s0/f"))->version,
+                                           cache::State::kFull, "\x01", 1}}).isOk());
+  remote_.addFile("new", "fresh");
+  remote_.remove("deep/a/b/leaf");
+  remote_.remove("d4/s2/f");
+  remote_.remove("d4/s2");
+  remote_.changeFile("d0/s0/f", "yz");
+  // Within the TTL nothing is listed again.
+  int lists = remote_.lists();
+  ASSERT_TRUE(p.ensureListed("").isOk());
+  EXPECT_EQ(remote_.lists(), lists);
+  // Past the TTL (made so by ageing the listings), opening lists again.
+  for (const char* d : {"", "deep/a/b", "d4", "d0/s0"}) ASSERT_TRUE(cache_->db().touchListing(d, 0).isOk());
+  ASSERT_TRUE(p.ensureListed("").isOk());
+  ASSERT_TRUE(p.ensureListed("deep/a/b").isOk());
+  ASSERT_TRUE(p.ensureListed("d4").isOk());
+  ASSERT_TRUE(p.ensureListed("d0/s0").isOk());
+  struct stat sb {};
+  EXPECT_EQ(::stat((tmp_.path() + "/cache/tree/new").c_str(), &sb), 0);
+  EXPECT_NE(::lstat((tmp_.path() + "/cache/tree/deep/a/b/leaf").c_str(), &sb), 0);
+  EXPECT_NE(::lstat((tmp_.path() + "/cache/tree/d4/s2").c_str(), &sb), 0);
+  EXPECT_FALSE(cache_->db().get("deep/a/b/leaf")->has_value());
+  EXPECT_FALSE(cache_->db().get("d4/s2/f")->has_value());
+  auto f = *cache_->db().get("d0/s0/f");
+  EXPECT_EQ(f->state, static_cast<int>(cache::State::kEmpty));
+  EXPECT_EQ(f->size, 2u);
+  ASSERT_EQ(::stat((tmp_.path() + "/cache/tree/d0/s0/f").c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_size, 2);
+  std::lock_guard lock(mu);
+  for (const char* path : {"deep/a/b/leaf", "d4/s2", "d0/s0/f"}) {
+    EXPECT_NE(std::find(changed.begin(), changed.end(), path), changed.end()) << path;
+  }
+  EXPECT_EQ(p.stats().removed, 2u);
+  EXPECT_GE(p.stats().revalidated, 4u);
+}
+
+TEST_F(PopulatorTest, FailedRevalidationKeepsServingTheCachedListing) {
+  NamespacePopulator p(remote_, *cache_, 1, std::chrono::seconds(1));
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  ASSERT_TRUE(cache_->db().touchListing("deep", 0).isOk());
+  remote_.remove("deep/a/b/leaf");
+  remote_.remove("deep/a/b");
+  remote_.remove("deep/a");
+  remote_.remove("deep/link");
+  remote_.remove("deep");  // listing "deep" now fails with ENOENT
+  EXPECT_TRUE(p.ensureListed("deep").isOk());
+  struct stat sb {};
+  EXPECT_EQ(::stat((tmp_.path() + "/cache/tree/deep/a/b/leaf").c_str(), &sb), 0);
 }
 
 }  // namespace

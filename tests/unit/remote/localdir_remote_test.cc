@@ -40,7 +40,7 @@ class LocalDirTest : public ::testing::Test {
 };
 
 TEST_F(LocalDirTest, ListsEntriesWithAttributesAndSkipsSpecialFiles) {
-  auto l = remote_->list("");
+  auto l = remote_->list("", "");
   ASSERT_TRUE(l.isOk());
   ASSERT_EQ(l->entries.size(), 2u);
   EXPECT_EQ(l->entries[0].name, "escape");
@@ -49,7 +49,7 @@ TEST_F(LocalDirTest, ListsEntriesWithAttributesAndSkipsSpecialFiles) {
   EXPECT_EQ(l->entries[1].name, "sub");
   EXPECT_EQ(l->entries[1].mode, 0700u);
   EXPECT_EQ(l->skipped.size(), 1u);  // the fifo
-  auto s = remote_->list("sub");
+  auto s = remote_->list("sub", "");
   ASSERT_TRUE(s.isOk());
   ASSERT_EQ(s->entries.size(), 1u);
   EXPECT_EQ(s->entries[0].size, 11u);
@@ -57,7 +57,7 @@ TEST_F(LocalDirTest, ListsEntriesWithAttributesAndSkipsSpecialFiles) {
 }
 
 TEST_F(LocalDirTest, ReadsRangesAndChecksVersion) {
-  auto s = remote_->list("sub");
+  auto s = remote_->list("sub", "");
   ASSERT_TRUE(s.isOk());
   StringSink sink;
   ASSERT_TRUE(remote_->read("sub/file", s->entries[0].version, 6, 100, sink).isOk());
@@ -72,7 +72,7 @@ TEST_F(LocalDirTest, ReadsRangesAndChecksVersion) {
 TEST_F(LocalDirTest, NeverFollowsSymlinks) {
   StringSink sink;
   EXPECT_FALSE(remote_->read("escape", "x", 0, 10, sink).isOk());
-  EXPECT_FALSE(remote_->list("escape").isOk());
+  EXPECT_FALSE(remote_->list("escape", "").isOk());
   EXPECT_TRUE(sink.out.empty());
 }
 

@@ -151,6 +151,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small data, one run (a few minutes)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", default="50m", help="nginx limit_rate for the tar scenario")
+    ap.add_argument("--seq-rate", default="200m", help="nginx limit_rate for the network-bound read")
     args = ap.parse_args()
     size_mib, tar_mib, runs = (256, 128, 1) if args.quick else (1024, 400, args.runs)
     if not os.access(FANHSM, os.X_OK):
@@ -199,6 +200,19 @@ def main():
                     time.sleep(0.5)
                     rows["unzip_l_fetched_" + cls.__name__.lower()] = {
                         "bytes": m.fetched(), "of": zsize, "percent": 100.0 * m.fetched() / zsize, "lines": n}
+        print("cold sequential read at a limited rate (%s/s)..." % args.seq_rate, file=sys.stderr)
+        with web_server("nginx", www, work, "html-rate-" + args.seq_rate) as url:
+            sh(["cat", big])
+            l_null, l_f, l_r = [], [], []
+            for _ in range(runs):
+                l_null.append(timed(["curl", "-s", "-o", "/dev/null", url + "big.bin"]))
+                with Fanhsm(work, url, cachefs) as m:
+                    l_f.append(timed(["dd", "if=" + os.path.join(m.mnt, "big.bin"), "of=/dev/null", "bs=1M"]))
+                with Rclone(work, url, cachefs) as r:
+                    l_r.append(timed(["dd", "if=" + os.path.join(r.mnt, "big.bin"), "of=/dev/null", "bs=1M"]))
+            rows["rate_seq_curl_devnull"] = stats(l_null)
+            rows["rate_seq_fanhsm"] = stats(l_f)
+            rows["rate_seq_rclone"] = stats(l_r)
         print("tar tzvf at %s/s..." % args.rate, file=sys.stderr)
         with web_server("nginx", www, work, "html-rate-" + args.rate) as url:
             tsize = os.path.getsize(os.path.join(www, "archive.tar.gz"))
@@ -231,6 +245,11 @@ def main():
     print(line("curl -o file on the cache fs + sync", "cold_seq_curl_to_cache_fs", "cold_seq_curl_devnull"))
     print(line("fanhsm (fanotify)", "cold_seq_fanhsm", "cold_seq_curl_devnull"))
     print(line("rclone mount --vfs-cache-mode full", "cold_seq_rclone", "cold_seq_curl_devnull"))
+    print("\n| cold sequential read of %d MiB, server limited to %s/s | median s | min..max s | throughput ratio vs curl -o /dev/null |" % (mib, args.seq_rate))
+    print("|---|---|---|---|")
+    print(line("curl -o /dev/null (network limit)", "rate_seq_curl_devnull"))
+    print(line("fanhsm (fanotify)", "rate_seq_fanhsm", "rate_seq_curl_devnull"))
+    print(line("rclone mount --vfs-cache-mode full", "rate_seq_rclone", "rate_seq_curl_devnull"))
     print("\n| tar tzvf of a %d MiB .tar.gz at %s/s | median s | min..max s | |" % (tar_mib, args.rate))
     print("|---|---|---|---|")
     print(line("full download (curl)", "tar_full_download_curl"))

@@ -98,6 +98,8 @@ class Rclone:
         self.cache = os.path.join(cachefs, "rclone-cache")
         self.url = url
         self.proc = None
+        if os.path.lexists(self.mnt) and not os.path.exists(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)  # a dead FUSE mount
         os.makedirs(self.mnt, exist_ok=True)
 
     def __enter__(self):
@@ -129,6 +131,8 @@ class Rclone:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if os.path.ismount(self.mnt) or not os.path.exists(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
 
 
 def first_tar_entry(path):

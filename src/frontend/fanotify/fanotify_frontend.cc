@@ -221,14 +221,18 @@ Result<std::string> FanotifyFrontend::relPathOf(int fd) const {
   return Status::error(EIO, fmt::format("event for '{}' outside the mount point", p));
 }
 
+std::optional<std::string> FanotifyFrontend::pathOrDeny(PermissionEvent& ev) const {
+  auto path = relPathOf(ev.fd());
+  if (path) return std::move(*path);
+  log::warn("{}", path.status().message());
+  ev.deny(EIO);
+  return std::nullopt;
+}
+
 void FanotifyFrontend::handleContent(PermissionEvent& ev) {
   try {
-    auto path = relPathOf(ev.fd());
-    if (!path) {
-      log::warn("{}", path.status().message());
-      ev.deny(EIO);
-      return;
-    }
+    auto path = pathOrDeny(ev);
+    if (!path) return;
     uint64_t offset = ev.hasRange() ? ev.offset() : 0;
     uint64_t count = ev.hasRange() ? ev.count() : UINT64_MAX;
     auto full = hydrator_.ensure(*path, offset, count);
@@ -247,12 +251,8 @@ void FanotifyFrontend::handleContent(PermissionEvent& ev) {
 
 void FanotifyFrontend::handleDirOpen(PermissionEvent& ev) {
   try {
-    auto path = relPathOf(ev.fd());
-    if (!path) {
-      log::warn("{}", path.status().message());
-      ev.deny(EIO);
-      return;
-    }
+    auto path = pathOrDeny(ev);
+    if (!path) return;
     Status s = populator_.ensureListed(*path);
     if (!s) {
       log::warn("open directory '{}': {}", displayPath(*path), s.message());

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -64,6 +65,8 @@ class FanotifyFrontend final : public Frontend {
   void handleContent(PermissionEvent& ev);
   void handleDirOpen(PermissionEvent& ev);
   Result<std::string> relPathOf(int fd) const;
+  // The event's path relative to the mount point, or nullopt after denying it with EIO.
+  std::optional<std::string> pathOrDeny(PermissionEvent& ev) const;
   void addIgnoreMark(int groupFd, int fd, uint64_t mask);
 
   const FanotifyConfig config_;

@@ -303,8 +303,10 @@ void backoff(int attempt) {
 
 }  // namespace
 
-Result<HttpRemote::Response> HttpRemote::get(const std::string& url, size_t maxBody,
-                                             const std::vector<std::string>& extraHeaders) {
+Result<HttpRemote::Response> HttpRemote::perform(const char* method, const std::string& url,
+                                                 size_t maxBody,
+                                                 const std::vector<std::string>& extraHeaders) {
+  const bool head = std::strcmp(method, "HEAD") == 0;
   Status last;
   for (int attempt = 0; attempt <= options_.retries; ++attempt) {
     if (attempt > 0) backoff(attempt - 1);
@@ -314,61 +316,32 @@ Result<HttpRemote::Response> HttpRemote::get(const std::string& url, size_t maxB
     Capture cap;
     Response r;
     BodyCapture body{&r.body, maxBody};
-    curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, "");  // listings may come compressed
     curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
     curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &cap);
-    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onBody);
-    curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &body);
+    if (head) {
+      curl_easy_setopt(h->easy, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(h->easy, CURLOPT_ACCEPT_ENCODING, "");  // listings may come compressed
+      curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onBody);
+      curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &body);
+    }
     CURLcode rc = curl_easy_perform(h->easy);
     char* eff = nullptr;
     curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &eff);
     r.effectiveUrl = eff ? eff : url;
     giveBack(std::move(h));
     if (body.tooLarge) {
-      return Status::error(EFBIG, fmt::format("GET {}: body larger than {} bytes", url, maxBody));
+      return Status::error(EFBIG, fmt::format("{} {}: body larger than {} bytes", method, url, maxBody));
     }
     if (rc != CURLE_OK) {
-      last = Status::error(EIO, fmt::format("GET {}: {}", url, curl_easy_strerror(rc)));
-      if (retryableCurl(rc)) continue;
-      return last;
-    }
-    r.status = cap.status;
-    r.etag = cap.etag;
-    r.lastModified = cap.lastModified;
-    r.contentType = cap.contentType;
-    r.contentLength = cap.contentLength;
-    if (r.status >= 500) {
-      last = Status::error(EIO, fmt::format("GET {}: HTTP {}", url, r.status));
-      continue;
-    }
-    return r;
-  }
-  return last;
-}
-
-Result<HttpRemote::Response> HttpRemote::head(const std::string& url) {
-  Status last;
-  for (int attempt = 0; attempt <= options_.retries; ++attempt) {
-    if (attempt > 0) backoff(attempt - 1);
-    auto h = borrow();
-    SlistOwner headers{buildHeaders(options_, {})};
-    setCommon(h->easy, url, options_, headers.list);
-    Capture cap;
-    curl_easy_setopt(h->easy, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
-    curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &cap);
-    CURLcode rc = curl_easy_perform(h->easy);
-    giveBack(std::move(h));
-    if (rc != CURLE_OK) {
-      last = Status::error(EIO, fmt::format("HEAD {}: {}", url, curl_easy_strerror(rc)));
+      last = Status::error(EIO, fmt::format("{} {}: {}", method, url, curl_easy_strerror(rc)));
       if (retryableCurl(rc)) continue;
       return last;
     }
     if (cap.status >= 500) {
-      last = Status::error(EIO, fmt::format("HEAD {}: HTTP {}", url, cap.status));
+      last = Status::error(EIO, fmt::format("{} {}: HTTP {}", method, url, cap.status));
       continue;
     }
-    Response r;
     r.status = cap.status;
     r.etag = cap.etag;
     r.lastModified = cap.lastModified;
@@ -404,7 +377,7 @@ Result<uint64_t> HttpRemote::probeSize(const std::string& url) {
 }
 
 Result<Entry> HttpRemote::rootEntry() {
-  auto r = get(baseUrl_, kMaxListingBytes);
+  auto r = perform("GET", baseUrl_, kMaxListingBytes, {});
   if (!r) return r.status();
   if (r->status != 200) {
     return Status::error(errnoForStatus(r->status),
@@ -425,7 +398,7 @@ Result<Listing> HttpRemote::list(const std::string& dir, const std::string& vali
   std::vector<std::string> conditional;
   if (validator.rfind("etag:", 0) == 0) conditional.push_back("If-None-Match: " + validator.substr(5));
   if (validator.rfind("lm:", 0) == 0) conditional.push_back("If-Modified-Since: " + validator.substr(3));
-  auto r = get(url, kMaxListingBytes, conditional);
+  auto r = perform("GET", url, kMaxListingBytes, conditional);
   if (!r) return r.status();
   if (r->status == 304 && !conditional.empty()) {
     Listing same;
@@ -498,7 +471,7 @@ Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry
       if (k >= todo.size()) return;
       Entry& e = entries[todo[k]];
       std::string url = urlFor(joinPath(dirPath, e.name), false);
-      auto r = head(url);
+      auto r = perform("HEAD", url, 0, {});
       if (r && (r->status == 404 || r->status == 410)) continue;  // vanished: left out
       if (r && r->status == 200 && !r->contentLength) {
         // Some servers (Apache for empty files) answer HEAD without a length.

@@ -66,11 +66,11 @@ class HttpRemote final : public Remote {
   HttpRemote(std::string baseUrl, std::string displayUrl, HttpOptions options);
   std::unique_ptr<Handle> borrow();
   void giveBack(std::unique_ptr<Handle> h);
-  Result<Response> head(const std::string& url);
+  // One GET (body up to maxBody) or HEAD, with retries for connection errors and 5xx.
+  Result<Response> perform(const char* method, const std::string& url, size_t maxBody,
+                           const std::vector<std::string>& extraHeaders);
   // Size from a one-byte range request, for servers whose HEAD has no Content-Length.
   Result<uint64_t> probeSize(const std::string& url);
-  Result<Response> get(const std::string& url, size_t maxBody,
-                       const std::vector<std::string>& extraHeaders = {});
   Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
 
   const std::string baseUrl_;

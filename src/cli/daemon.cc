@@ -108,12 +108,14 @@ class Daemon {
             log::warn("{}; detaching the view lazily", s.message());
             s = frontend_->unmount(true);
             if (!s) log::error("{}", s.message());
+            if (s) drainDetached();
           }
           stop_ = true;
         }
       }
       if (fds[1].revents & POLLIN) handleConnection();
     }
+    if (lazyDrain_) drainDetached();
     shutdown();
     return 0;
   }
@@ -170,10 +172,12 @@ class Daemon {
       if (op == "status") {
         resp = status(req->value("path", ""));
       } else if (op == "umount") {
-        Status s = frontend_->unmount(req->value("lazy", false));
+        const bool lazy = req->value("lazy", false);
+        Status s = frontend_->unmount(lazy);
         if (s) {
           resp = {{"ok", true}};
           stop_ = true;
+          lazyDrain_ = lazy;
         } else {
           resp = {{"ok", false}, {"error", s.message()}, {"errno", s.code()}};
         }
@@ -251,6 +255,14 @@ class Daemon {
   std::unique_ptr<frontend::Frontend> frontend_;
   UniqueFd control_;
   bool stop_ = false;
+  bool lazyDrain_ = false;
+
+  // A lazily detached view can still have open files: serve them (bounded) before the
+  // fanotify groups close, so they never read unfetched ranges as zeros.
+  void drainDetached() {
+    log::info("view detached; serving files still open on it (up to 60 s)");
+    if (frontend_->waitUntilUnused(std::chrono::seconds(60))) log::info("detached view unused");
+  }
 };
 
 }  // namespace

@@ -274,13 +274,15 @@ int doUmount(const std::string& mpArg, bool lazy) {
     std::string hint = resp->value("errno", 0) == EBUSY ? " (close them, or use --lazy)" : "";
     return fail(fmt::format("umount {}: {}{}", *mp, resp->value("error", "failed"), hint));
   }
-  // The view is gone; wait (bounded) for the daemon to finish recording and exit.
-  for (int i = 0; i < 600 && processAlive(rec->pid); ++i) {
+  // The view is gone; wait (bounded) for the daemon to finish recording and exit. After a
+  // lazy unmount it first serves the files still open on the detached view (up to 60 s).
+  const int waitSeconds = lazy ? 75 : 30;
+  for (int i = 0; i < waitSeconds * 20 && processAlive(rec->pid); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (processAlive(rec->pid)) {
     return fail(fmt::format("umount {}: unmounted, but the daemon (pid {}) has not exited after "
-                            "30 s", *mp, rec->pid));
+                            "{} s", *mp, rec->pid, waitSeconds));
   }
   return 0;
 }

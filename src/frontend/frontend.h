@@ -12,6 +12,7 @@
 // - Every kernel request is answered exactly once.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -34,6 +35,9 @@ class Frontend {
   virtual Status start() = 0;
   virtual Status unmount(bool lazy) = 0;
   virtual void stop() = 0;
+  // After a lazy unmount: keeps serving until no process holds a file of the detached view
+  // open, or `limit` passes. Returns true if the view is unused.
+  virtual bool waitUntilUnused(std::chrono::seconds limit) = 0;
   virtual FrontendStats stats() const = 0;
   virtual const char* name() const = 0;
 };

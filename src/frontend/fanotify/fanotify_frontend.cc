@@ -8,13 +8,65 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <thread>
 
 #include "frontend/fanotify/fanotify_defs.h"
 #include "util/log.h"
 #include "util/rel_path.h"
 
 namespace hsm::frontend {
+
+namespace {
+
+// The mount id of the mount at `path` (from /proc/self/fdinfo).
+std::optional<uint64_t> mountIdOf(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::ifstream in(fmt::format("/proc/self/fdinfo/{}", fd.get()));
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key) {
+    if (key == "mnt_id:" && (in >> value)) return value;
+  }
+  return std::nullopt;
+}
+
+// Open file descriptors of other processes on mount `mntId` (a detached view keeps serving
+// them; mapped files need nothing: mmap fetched the whole mapping before it returned).
+size_t openFdsOnMount(uint64_t mntId) {
+  size_t count = 0;
+  const std::string self = std::to_string(::getpid());
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return 0;
+  while (struct dirent* p = ::readdir(proc)) {
+    if (p->d_name[0] < '1' || p->d_name[0] > '9' || self == p->d_name) continue;
+    std::string dir = fmt::format("/proc/{}/fdinfo", p->d_name);
+    DIR* fds = ::opendir(dir.c_str());
+    if (!fds) continue;
+    while (struct dirent* f = ::readdir(fds)) {
+      if (f->d_name[0] == '.') continue;
+      std::ifstream in(dir + "/" + f->d_name);
+      std::string key;
+      uint64_t value = 0;
+      while (in >> key) {
+        if (key == "mnt_id:") {
+          if ((in >> value) && value == mntId) ++count;
+          break;
+        }
+      }
+    }
+    ::closedir(fds);
+  }
+  ::closedir(proc);
+  return count;
+}
+
+}  // namespace
 
 FanotifyFrontend::FanotifyFrontend(FanotifyConfig config, core::Hydrator& hydrator,
                                    core::NamespacePopulator& populator)
@@ -79,7 +131,24 @@ Status FanotifyFrontend::mountView() {
     return Status::fromErrno(errno, fmt::format("mount the view on '{}'", config_.mountpoint));
   }
   mounted_ = true;
+  if (auto id = mountIdOf(config_.mountpoint)) viewMountId_ = *id;
   return Status::ok();
+}
+
+bool FanotifyFrontend::waitUntilUnused(std::chrono::seconds limit) {
+  if (viewMountId_ == 0) return false;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (true) {
+    size_t open = openFdsOnMount(viewMountId_);
+    if (open == 0) return true;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      log::error("{} file(s) of the detached view are still open after {} s; stopping anyway: "
+                 "their unfetched ranges can now read as zeros",
+                 open, limit.count());
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 Status FanotifyFrontend::start() {
@@ -103,6 +172,7 @@ Status FanotifyFrontend::unmount(bool lazy) {
     return Status::fromErrno(errno, fmt::format("unmount '{}'", config_.mountpoint));
   }
   mounted_ = false;
+  if (lazy) detached_ = true;
   return Status::ok();
 }
 
@@ -218,6 +288,8 @@ Result<std::string> FanotifyFrontend::relPathOf(int fd) const {
     return std::string(p.substr(mp.size() + 1));
   }
   if (mp == "/" && p.size() > 1) return std::string(p.substr(1));
+  // A detached view has no place in the namespace: the kernel prints paths from its root.
+  if (detached_ && !p.empty() && p[0] == '/') return std::string(p.substr(1));
   return Status::error(EIO, fmt::format("event for '{}' outside the mount point", p));
 }
 

@@ -54,6 +54,7 @@ class FanotifyFrontend final : public Frontend {
   Status start() override;
   Status unmount(bool lazy) override;
   void stop() override;
+  bool waitUntilUnused(std::chrono::seconds limit) override;
   FrontendStats stats() const override;
   const char* name() const override { return "fanotify"; }
 
@@ -80,6 +81,8 @@ class FanotifyFrontend final : public Frontend {
   std::thread reader_;
   std::atomic<bool> stopping_{false};
   bool mounted_ = false;
+  std::atomic<bool> detached_{false};  // lazily unmounted: paths are relative to the view root
+  uint64_t viewMountId_ = 0;  // to find files still open on the view after a lazy unmount
 
   std::atomic<uint64_t> fileEvents_{0}, dirEvents_{0}, openEvents_{0}, denied_{0},
       ignoreMarks_{0}, pending_{0};

@@ -375,3 +375,24 @@ def test_umount_while_busy_fails_then_works(mounter, src):
     assert not os.path.ismount(m.mountpoint)
     assert os.listdir(m.mountpoint) == []
     wait_for(lambda: not m.daemon_alive(), "daemon exit")
+
+
+def test_lazy_umount_keeps_serving_open_files_until_closed(mounter, workdir):
+    root = os.path.join(workdir, "src")
+    data = rand_bytes(6 * MIB, 31)
+    write(os.path.join(root, "held.bin"), data)
+    m = mounter(root)
+    fd = os.open(os.path.join(m.mountpoint, "held.bin"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 12345) == data[12345:12445]
+        umount = subprocess.Popen([m.fanhsm, "umount", "--lazy", m.mountpoint],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: not os.path.ismount(m.mountpoint), "the view to be detached")
+        # The mount point is free, but the open file is still served: real bytes, not zeros.
+        assert os.pread(fd, MIB, 4 * MIB + 7) == data[4 * MIB + 7:5 * MIB + 7]
+        assert m.daemon_alive()
+    finally:
+        os.close(fd)
+    out, err = umount.communicate(timeout=WAIT_S)
+    assert umount.returncode == 0, err
+    assert not m.daemon_alive()

@@ -1,10 +1,17 @@
 """Fixtures for fanhsm's integration tests: real mounts, real loop-mounted filesystems.
 
-Every resource a test creates is released by its fixture, also when the test fails:
-daemons are stopped with `fanhsm umount` (then by pid, only pids this suite started),
-mounts are unmounted, loop devices detached.
+Every resource a test creates is released by its fixture, also when the test fails and on
+Ctrl-C or SIGTERM (ctest's timeout): daemons are stopped with `fanhsm umount` (then by the
+pid in their registry record, only daemons of this session's run dir), mounts are
+unmounted, loop devices detached. Every wait is bounded.
+
+The whole session exits with 77 (ctest's SKIP_RETURN_CODE) when not root or when the
+kernel has no FAN_PRE_ACCESS.
 """
 import contextlib
+import ctypes
+import errno
+import glob
 import json
 import os
 import shutil
@@ -16,6 +23,13 @@ import time
 import pytest
 
 WAIT_S = 60  # bound for every wait in the suite
+SKIP = 77
+
+FAN_CLOEXEC = 0x1
+FAN_CLASS_PRE_CONTENT = 0x8
+FAN_MARK_ADD = 0x1
+FAN_PRE_ACCESS = 0x00100000
+AT_FDCWD = -100
 
 
 def pytest_addoption(parser):
@@ -23,6 +37,49 @@ def pytest_addoption(parser):
                      help="filesystem of the loop-mounted cache")
     parser.addoption("--fanhsm", default=os.path.join(os.path.dirname(__file__), "../../build/fanhsm"),
                      help="path of the fanhsm binary")
+
+
+def pre_access_unsupported(path):
+    """None if the kernel accepts a FAN_PRE_ACCESS mark on `path`, else why not. EOPNOTSUPP
+    (the kernel has the event, the filesystem of `path` does not) counts as supported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.fanotify_init(FAN_CLOEXEC | FAN_CLASS_PRE_CONTENT, os.O_RDONLY)
+    if fd < 0:
+        return "fanotify_init(FAN_CLASS_PRE_CONTENT): %s" % os.strerror(ctypes.get_errno())
+    try:
+        libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64,
+                                       ctypes.c_int, ctypes.c_char_p]
+        if libc.fanotify_mark(fd, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, path.encode()) != 0:
+            e = ctypes.get_errno()
+            if e != errno.EOPNOTSUPP:
+                return "fanotify_mark(FAN_PRE_ACCESS): %s" % os.strerror(e)
+    finally:
+        os.close(fd)
+    return None
+
+
+def pytest_sessionstart(session):
+    if os.geteuid() != 0:
+        pytest.exit("integration tests need root (fanotify pre-content, mounts)", returncode=SKIP)
+    why = pre_access_unsupported(tempfile.gettempdir())
+    if why:
+        pytest.exit("kernel without FAN_PRE_ACCESS (6.14+ needed): " + why, returncode=SKIP)
+    # ctest's TIMEOUT and a plain `kill` send SIGTERM: turn it into the same orderly teardown
+    # as Ctrl-C, so no mount, daemon or loop device outlives the run.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A failed test's report shows the tail of the log of each daemon it mounted.
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and rep.when == "call":
+        for m in getattr(item, "fanhsm_mounts", []):
+            rep.sections.append(("daemon log of " + m.mountpoint, m.log_tail()))
 
 
 def run(cmd, check=True, **kw):
@@ -40,48 +97,68 @@ def wait_for(pred, what, timeout=WAIT_S, interval=0.05):
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
+def mounts_below(prefix):
+    """Mount targets at or below `prefix`, deepest (most recent) first."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].replace("\\040", " ").replace("\\011", "\t") \
+                .replace("\\012", "\n").replace("\\134", "\\")
+            if target == prefix or target.startswith(prefix + "/"):
+                out.append(target)
+    return list(reversed(out))
+
+
 @pytest.fixture(scope="session")
 def fanhsm(pytestconfig):
     path = os.path.abspath(pytestconfig.getoption("--fanhsm"))
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
     assert os.access(path, os.X_OK), "no fanhsm binary at %s (build first)" % path
     return path
 
 
 @pytest.fixture(scope="session")
 def session_dir():
-    d = tempfile.mkdtemp(prefix="fanhsm-it.", dir="/var/tmp")
+    d = tempfile.mkdtemp(prefix="fanhsm-it.", dir="/tmp")
     os.chmod(d, 0o755)  # web servers under test run workers as unprivileged users
-    yield d
-    # Unmount anything a failed test left below the session dir (ours only), then remove it.
-    for line in reversed(open("/proc/self/mountinfo").read().splitlines()):
-        target = line.split()[4].replace("\\040", " ")
-        if target.startswith(d + "/"):
+    try:
+        yield d
+    finally:
+        # Anything a failed fixture left mounted below the session dir (ours only).
+        for target in mounts_below(d):
             subprocess.run(["umount", "-l", target], stderr=subprocess.DEVNULL)
-    shutil.rmtree(d, ignore_errors=True)
+        if not mounts_below(d):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def cachefs(pytestconfig, session_dir):
     """A loop-mounted filesystem of the requested type, for caches."""
     fstype = pytestconfig.getoption("--fs")
+    mkfs = {"ext4": ["mkfs.ext4", "-q"], "xfs": ["mkfs.xfs", "-q"], "btrfs": ["mkfs.btrfs", "-q"]}[fstype]
+    if shutil.which(mkfs[0]) is None:
+        pytest.exit("%s not installed" % mkfs[0], returncode=SKIP)
     img = os.path.join(session_dir, "cache.img")
     mnt = os.path.join(session_dir, "cachefs")
     os.makedirs(mnt)
     with open(img, "wb") as f:
         f.truncate(4 << 30)
-    mkfs = {"ext4": ["mkfs.ext4", "-q"], "xfs": ["mkfs.xfs", "-q"], "btrfs": ["mkfs.btrfs", "-q"]}[fstype]
-    if shutil.which(mkfs[0]) is None:
-        pytest.skip("%s not installed" % mkfs[0])
     run(mkfs + [img])
-    run(["mount", "-o", "loop", img, mnt])
+    dev = run(["losetup", "--find", "--show", img]).stdout.strip()
     try:
-        yield mnt
+        run(["mount", "-t", fstype, dev, mnt])
+        try:
+            yield mnt
+        finally:
+            if subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL).returncode != 0:
+                time.sleep(1)  # a daemon that just exited may still hold it for a moment
+                if subprocess.run(["umount", mnt]).returncode != 0:
+                    subprocess.run(["umount", "-l", mnt])
     finally:
-        subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
-        if os.path.ismount(mnt):
-            subprocess.run(["umount", "-l", mnt])
+        # Detach ours (by device name, checked against our image) if still attached.
+        backing = "/sys/block/%s/loop/backing_file" % os.path.basename(dev)
+        with contextlib.suppress(OSError):
+            if open(backing).read().strip().startswith(img):
+                subprocess.run(["losetup", "-d", dev])
 
 
 @pytest.fixture(scope="session")
@@ -92,20 +169,49 @@ def run_dir(session_dir):
     return d
 
 
+def registry_pid(mountpoint):
+    """The daemon pid that this session's registry records for `mountpoint`, or None."""
+    run_dir = os.environ.get("FANHSM_RUN_DIR")
+    if not run_dir:
+        return None
+    real = os.path.realpath(mountpoint)
+    for rec in glob.glob(os.path.join(run_dir, "*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            j = json.load(open(rec))
+            if j.get("mountpoint") in (mountpoint, real) and j.get("pid"):
+                return int(j["pid"])
+    return None
+
+
+def is_fanhsm(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and open("/proc/%d/comm" % pid).read().strip() == "fanhsm"
+    except (OSError, IndexError):
+        return False
+
+
 class Mount:
-    """One fanhsm mount. Use as a context manager or through the `mounter` fixture."""
+    """One fanhsm mount. Use through the `mounter` fixture (which always cleans up)."""
 
     def __init__(self, fanhsm, source, mountpoint, cache, extra=()):
         self.fanhsm, self.source, self.mountpoint, self.cache = fanhsm, source, mountpoint, cache
         self.extra = list(extra)
         self.pid = None
+        self.pids = set()  # every daemon this Mount started (a remount starts another)
 
     def mount(self):
         r = run([self.fanhsm, "mount", "--cache", self.cache] + self.extra +
                 [self.source, self.mountpoint], check=False)
+        pid = registry_pid(self.mountpoint)
+        if pid:
+            self.pids.add(pid)
         if r.returncode != 0:
             raise AssertionError("fanhsm mount failed (%d): %s" % (r.returncode, r.stderr))
         self.pid = self.status()["pid"]
+        assert pid in (None, self.pid), "registry pid %s, status pid %s" % (pid, self.pid)
+        self.pids.add(self.pid)
         return r
 
     def status(self, path=None):
@@ -126,20 +232,34 @@ class Mount:
         return run([self.fanhsm, "umount"] + list(args) + [self.mountpoint], check=False)
 
     def daemon_alive(self):
-        return self.pid is not None and os.path.exists("/proc/%d" % self.pid) and \
-            open("/proc/%d/stat" % self.pid).read().split()[2] != "Z"
+        return self.pid is not None and is_fanhsm(self.pid)
+
+    def log_tail(self, n=60):
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.cache, "meta", "fanhsm.log"), errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        return "(no log)"
 
     def cleanup(self):
-        if self.daemon_alive():
-            r = self.umount()
-            if r.returncode != 0:
-                self.umount("--lazy")
+        pid = registry_pid(self.mountpoint)
+        if pid:
+            self.pids.add(pid)
+        live = [p for p in self.pids if is_fanhsm(p)]
+        if pid and not live:  # a killed daemon's record and view: umount clears both
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.umount()
+        if live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if self.umount().returncode != 0:
+                    self.umount("--lazy")
             with contextlib.suppress(AssertionError):
-                wait_for(lambda: not self.daemon_alive(), "daemon exit", timeout=20)
-            if self.daemon_alive():
-                os.kill(self.pid, signal.SIGKILL)
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["umount", "-l", self.mountpoint])
+                wait_for(lambda: not any(is_fanhsm(p) for p in live), "daemon exit", timeout=20)
+            for p in live:
+                if is_fanhsm(p):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+        for target in mounts_below(self.mountpoint):
+            subprocess.run(["umount", "-l", target])
 
 
 @pytest.fixture
@@ -151,7 +271,7 @@ def workdir(session_dir, request):
 
 
 @pytest.fixture
-def mounter(fanhsm, cachefs, run_dir, workdir):
+def mounter(fanhsm, cachefs, run_dir, workdir, request):
     """mounter(source, **kw) -> a mounted Mount with a fresh cache; all cleaned up after."""
     mounts = []
 
@@ -165,6 +285,9 @@ def mounter(fanhsm, cachefs, run_dir, workdir):
             m.mount()
         return m
 
-    yield make
-    for m in reversed(mounts):
-        m.cleanup()
+    request.node.fanhsm_mounts = mounts  # failure reports show their daemon logs
+    try:
+        yield make
+    finally:
+        for m in reversed(mounts):
+            m.cleanup()

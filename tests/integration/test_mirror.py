@@ -1,40 +1,47 @@
 """Issue #3: the mirror backend through the fanotify frontend, mounted for real.
 
-Every check compares with the source tree, byte for byte."""
+Every check compares with the source tree, byte for byte, never with literals."""
 import errno
-import json
 import mmap
 import os
 import random
+import shutil
 import stat
 import subprocess
 import threading
 
 import pytest
 
-from conftest import WAIT_S, run, wait_for
+from conftest import WAIT_S, is_fanhsm, run, wait_for
 from tree_util import content_hashes, rand_bytes, read_all, snapshot, write
 
 MIB = 1 << 20
+DEEP = os.path.join(*["level%d" % i for i in range(10)], "deep.bin")
 
 
 def make_tree(root):
-    """A tree with 200+ directories, 2000+ files, a 10-level deep path, odd names,
-    symlinks (relative, absolute outside the tree, dangling), empty and sparse files."""
+    """A tree with 200+ directories, 2000+ files, a 10-level deep path, odd names and modes,
+    symlinks (relative, absolute outside the tree, to a directory outside, dangling, a loop),
+    empty and sparse files."""
     for d in range(210):
         for f in range(10):
             write(os.path.join(root, "d%03d" % (d // 30), "sub%03d" % d, "f%d.txt" % f),
                   ("file %d/%d\n" % (d, f)).encode() * (f + 1), mode=0o640 if f % 3 else 0o644,
                   mtime_ns=1_600_000_000_123_456_789 + d * 1000 + f)
-    deep = os.path.join(root, *["level%d" % i for i in range(10)])
-    write(os.path.join(deep, "deep.bin"), rand_bytes(12345, 1))
+    write(os.path.join(root, DEEP), rand_bytes(12345, 1))
     write(os.path.join(root, "names", "with space.txt"), b"space\n")
     write(os.path.join(root, "names", "caf\u00e9 \u65e5\u672c.txt"), b"unicode\n")
     write(os.path.join(root, "names", "quote'\"&#%.txt"), b"odd\n")
+    write(os.path.join(root, "modes", "exec.sh"), b"#!/bin/sh\n", mode=0o755)
+    write(os.path.join(root, "modes", "private"), b"secret-ish\n", mode=0o600)
+    write(os.path.join(root, "modes", "readonly"), b"ro\n", mode=0o444)
     write(os.path.join(root, "empty"), b"")
     os.symlink("names/with space.txt", os.path.join(root, "rel-link"))
     os.symlink("/etc/hostname", os.path.join(root, "abs-link"))
+    os.symlink("/usr/share", os.path.join(root, "outside-dir-link"))  # must not be crawled
+    os.symlink("d000", os.path.join(root, "inside-dir-link"))
     os.symlink("does/not/exist", os.path.join(root, "dangling"))
+    os.symlink("self-loop", os.path.join(root, "self-loop"))
     os.mkdir(os.path.join(root, "emptydir"), 0o750)
     sparse = os.path.join(root, "sparse.bin")
     with open(sparse, "wb") as f:
@@ -43,8 +50,31 @@ def make_tree(root):
         f.write(b"island of data")
         f.seek(8 * MIB - 5)
         f.write(b"tail!")
-    for d in ["d000", "names", "emptydir"]:
+    for d in ["d000", "names", "emptydir", "modes"]:
         os.utime(os.path.join(root, d), ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+
+
+def counts(root):
+    """(dirs, regular files, symlinks) below root, symlinks not followed."""
+    dirs = files = links = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if stat.S_ISLNK(mode):
+                links += 1
+            elif stat.S_ISDIR(mode):
+                dirs += 1
+            else:
+                files += 1
+    return dirs, files, links
+
+
+def pread_file(path, n, off):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
@@ -55,25 +85,67 @@ def src(workdir):
     return root
 
 
+STATUS_KEYS = {
+    None: {"ok", "mountpoint", "source", "cache", "cache_fs", "frontend", "pid", "chunk_size",
+           "bytes_total", "bytes_present", "files", "dirs", "symlinks", "crawl", "events", "fetch"},
+    "files": {"total", "empty", "partial", "full"},
+    "dirs": {"total", "listed"},
+    "crawl": {"done", "dirs_listed", "dirs_queued", "dirs_active", "entries", "errors", "skipped",
+              "seconds"},
+    "events": {"content", "dir_open", "file_open", "denied", "ignore_marks", "pending"},
+    "fetch": {"count", "bytes", "errors", "readahead", "waits", "files_completed"},
+}
+
+
 def test_tree_matches_source_names_types_sizes_times_modes(mounter, src):
     m = mounter(src)
-    status = m.status()
-    assert "crawl" in status and "dirs_listed" in status["crawl"]  # progress is reported
+    st = m.status()  # right after mount: the crawl may still run, progress is reported
+    for key, keys in STATUS_KEYS.items():
+        assert keys <= set(st if key is None else st[key]), (key, st)
+    assert st["ok"] and st["source"].endswith(src) and st["mountpoint"] == m.mountpoint
     m.wait_crawl()
     assert snapshot(m.mountpoint) == snapshot(src)
     st = m.status()
+    ndirs, nfiles, nlinks = counts(src)
+    assert ndirs >= 200 and nfiles >= 2000
     assert st["crawl"]["done"] and st["crawl"]["errors"] == 0
+    assert st["crawl"]["dirs_queued"] == 0 and st["crawl"]["dirs_active"] == 0
+    assert st["crawl"]["entries"] >= ndirs + nfiles + nlinks
     assert st["dirs"]["listed"] == st["dirs"]["total"]
-    assert os.readlink(os.path.join(m.mountpoint, "abs-link")) == "/etc/hostname"
+    assert st["dirs"]["total"] in (ndirs, ndirs + 1)  # with or without the root
+    assert st["files"]["total"] == nfiles and st["symlinks"] == nlinks
+    assert st["bytes_total"] == sum(os.lstat(os.path.join(d, f)).st_size
+                                    for d, _, fs in os.walk(src) for f in fs
+                                    if not os.path.islink(os.path.join(d, f)))
+    # Symlinks are symlinks, with their targets; the crawler never followed them.
+    for name in ["rel-link", "abs-link", "outside-dir-link", "inside-dir-link", "dangling",
+                 "self-loop"]:
+        p = os.path.join(m.mountpoint, name)
+        assert stat.S_ISLNK(os.lstat(p).st_mode), name
+        assert os.readlink(p) == os.readlink(os.path.join(src, name))
+        s = m.status(p)
+        assert s["type"] == "symlink" and s["target"] == os.readlink(os.path.join(src, name))
+    cache_tree = os.path.join(m.cache, "tree")
+    assert os.path.islink(os.path.join(cache_tree, "outside-dir-link"))
+    assert not os.path.exists(os.path.join(cache_tree, "usr"))
+    # Listing a directory of the view gives exactly the source's names (unicode included).
+    assert sorted(os.listdir(os.path.join(m.mountpoint, "names"))) == \
+        sorted(os.listdir(os.path.join(src, "names")))
+    assert os.listdir(os.path.join(m.mountpoint, "emptydir")) == []
 
 
 def test_deep_path_stat_without_opening_parents(mounter, src):
     m = mounter(src)
     m.wait_crawl()
-    deep = os.path.join(*["level%d" % i for i in range(10)], "deep.bin")
-    st = os.stat(os.path.join(m.mountpoint, deep))
-    assert st.st_size == 12345
-    assert read_all(os.path.join(m.mountpoint, deep)) == read_all(os.path.join(src, deep))
+    # No directory of the view was opened: lookups alone must find the deep path.
+    st = os.stat(os.path.join(m.mountpoint, DEEP))
+    ref = os.stat(os.path.join(src, DEEP))
+    assert (st.st_size, st.st_mtime_ns, st.st_mode) == (ref.st_size, ref.st_mtime_ns, ref.st_mode)
+    s = m.status(os.path.join(m.mountpoint, DEEP))
+    assert s["type"] == "file" and s["state"] == "empty" and s["size"] == ref.st_size
+    assert read_all(os.path.join(m.mountpoint, DEEP)) == read_all(os.path.join(src, DEEP))
+    other = os.path.join("d006", "sub205", "f7.txt")
+    assert os.stat(os.path.join(m.mountpoint, other)).st_size == os.stat(os.path.join(src, other)).st_size
 
 
 def test_opened_directory_is_listed_at_once(mounter, src):
@@ -87,63 +159,82 @@ def test_opened_directory_is_listed_at_once(mounter, src):
         sorted(os.listdir(os.path.join(src, "d006")))
     names = sorted(os.listdir(os.path.join(m.mountpoint, "d006", "sub200")))
     assert names == sorted(os.listdir(os.path.join(src, "d006", "sub200")))
-    level = m.mountpoint
-    for i in range(10):
-        assert os.listdir(level)
-        level = os.path.join(level, "level%d" % i)
-    assert os.listdir(level) == ["deep.bin"]
+    level, ref = m.mountpoint, src
+    for i in range(11):
+        assert sorted(os.listdir(level)) == sorted(os.listdir(ref))
+        level, ref = os.path.join(level, "level%d" % i), os.path.join(ref, "level%d" % i)
+    assert read_all(os.path.join(m.mountpoint, DEEP)) == read_all(os.path.join(src, DEEP))
     assert not m.status()["crawl"]["done"]
 
 
 def test_sequential_random_and_mmap_reads_equal_source(mounter, workdir):
     root = os.path.join(workdir, "src")
     data = rand_bytes(5 * MIB + 4321, 7)
-    write(os.path.join(root, "seq.bin"), data)
-    write(os.path.join(root, "rand.bin"), data)
-    write(os.path.join(root, "mapped.bin"), data)
+    for name in ["seq.bin", "shutil.bin", "rand.bin", "mapped.bin"]:
+        write(os.path.join(root, name), data)
     write(os.path.join(root, "one-mib"), data[:MIB])
     write(os.path.join(root, "one-mib-plus"), data[:MIB + 1])
+    write(os.path.join(root, "one-mib-minus"), data[:MIB - 1])
     m = mounter(root)
     mp = m.mountpoint
-    assert read_all(os.path.join(mp, "seq.bin")) == data
-    assert read_all(os.path.join(mp, "one-mib")) == data[:MIB]
-    assert read_all(os.path.join(mp, "one-mib-plus")) == data[:MIB + 1]
+    for name in ["seq.bin", "one-mib", "one-mib-plus", "one-mib-minus"]:
+        assert read_all(os.path.join(mp, name)) == read_all(os.path.join(root, name)), name
+    copy = os.path.join(workdir, "copy.bin")
+    shutil.copyfile(os.path.join(mp, "shutil.bin"), copy)  # sendfile/copy_file_range path
+    assert read_all(copy) == read_all(os.path.join(root, "shutil.bin"))
+    ref = read_all(os.path.join(root, "rand.bin"))
     rng = random.Random(3)
+    reads = []
+    for k in range(1, 6):  # spanning every chunk boundary, from just before and just after
+        b = k * MIB
+        reads += [(b - 1, 2), (b - 1, 1), (b + 1, 1), (b - 4097, 8194), (b - 1, MIB + 2)]
+    reads += [(rng.randrange(len(ref)), rng.choice([1, 7, 4095, 4097, 100_003, MIB + 3]))
+              for _ in range(80)]
+    rng.shuffle(reads)
     fd = os.open(os.path.join(mp, "rand.bin"), os.O_RDONLY)
     try:
-        offsets = [k * MIB + d for k in range(1, 5) for d in (-1, 0, 1)]
-        offsets += [rng.randrange(len(data)) for _ in range(60)]
-        for off in offsets:
-            n = rng.choice([1, 7, 4095, 4097, 100_000, MIB + 3])
-            assert os.pread(fd, n, off) == data[off:off + n], "pread(%d, %d)" % (n, off)
+        for off, n in reads:
+            assert os.pread(fd, n, off) == ref[off:off + n], "pread(%d, %d)" % (n, off)
     finally:
         os.close(fd)
+    assert m.status(os.path.join(mp, "mapped.bin"))["state"] == "empty"  # cold
     with open(os.path.join(mp, "mapped.bin"), "rb") as f:
         with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
-            assert mm[:] == data
+            assert mm[:] == read_all(os.path.join(root, "mapped.bin"))
 
 
 def test_eight_concurrent_readers_of_a_cold_file(mounter, workdir):
     root = os.path.join(workdir, "src")
-    data = rand_bytes(12 * MIB + 77, 8)
-    write(os.path.join(root, "shared.bin"), data)
+    write(os.path.join(root, "shared.bin"), rand_bytes(12 * MIB + 77, 8))
+    ref = read_all(os.path.join(root, "shared.bin"))
     m = mounter(root)
+    path = os.path.join(m.mountpoint, "shared.bin")
+    assert m.status(path)["state"] == "empty"
     results = [None] * 8
     errors = []
+    barrier = threading.Barrier(8)
 
     def reader(i):
         try:
-            path = os.path.join(m.mountpoint, "shared.bin")
-            if i % 2:
-                results[i] = read_all(path)
-            else:  # the other half reads backwards in 1 MiB pieces
-                fd = os.open(path, os.O_RDONLY)
-                parts = []
-                for off in reversed(range(0, len(data), MIB)):
-                    parts.append((off, os.pread(fd, MIB, off)))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                barrier.wait(WAIT_S)
+                if i % 2:  # half read forwards in odd-sized pieces
+                    parts, off = [], 0
+                    while True:
+                        b = os.pread(fd, 300_007, off)
+                        if not b:
+                            break
+                        parts.append(b)
+                        off += len(b)
+                    results[i] = b"".join(parts)
+                else:  # the other half backwards in 1 MiB pieces
+                    parts = [(off, os.pread(fd, MIB, off))
+                             for off in reversed(range(0, len(ref), MIB))]
+                    results[i] = b"".join(p for _, p in sorted(parts))
+            finally:
                 os.close(fd)
-                results[i] = b"".join(p for _, p in sorted(parts))
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
@@ -151,113 +242,151 @@ def test_eight_concurrent_readers_of_a_cold_file(mounter, workdir):
         t.start()
     for t in threads:
         t.join(WAIT_S)
-    assert not errors
-    assert all(r == data for r in results)
+    assert not any(t.is_alive() for t in threads), "readers still blocked"
+    assert not errors, errors
+    assert all(r == ref for r in results)
+    wait_for(lambda: m.status(path)["state"] == "full", "shared.bin to be full")
 
 
 def test_eof_empty_and_sparse_files(mounter, src):
     m = mounter(src)
+    m.wait_crawl()  # lookups of names in directories never opened need the crawl
     mp = m.mountpoint
-    assert read_all(os.path.join(mp, "empty")) == b""
+    assert read_all(os.path.join(mp, "empty")) == read_all(os.path.join(src, "empty"))
     assert read_all(os.path.join(mp, "sparse.bin")) == read_all(os.path.join(src, "sparse.bin"))
-    fd = os.open(os.path.join(mp, "names", "with space.txt"), os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        assert os.pread(fd, 10, size) == b""
-        assert os.pread(fd, 10, size + 10) == b""
-        assert os.pread(fd, 10, size + 10 * MIB) == b""
-        assert os.pread(fd, 100, 0) == b"space\n"
-    finally:
-        os.close(fd)
-    for name in ["caf\u00e9 \u65e5\u672c.txt", "quote'\"&#%.txt"]:
+    for name in [os.path.join("names", "with space.txt"), DEEP]:
+        fd = os.open(os.path.join(mp, name), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            assert size == os.stat(os.path.join(src, name)).st_size
+            for off in [size, size + 10, size + 10 * MIB]:
+                assert os.pread(fd, 10, off) == b"", "pread past EOF at %d of %s" % (off, name)
+            assert os.pread(fd, size + 100, 0) == read_all(os.path.join(src, name))
+            assert os.pread(fd, 10, size) == b""
+        finally:
+            os.close(fd)
+    for name in os.listdir(os.path.join(src, "names")):
         assert read_all(os.path.join(mp, "names", name)) == read_all(os.path.join(src, "names", name))
+    assert read_all(os.path.join(mp, "rel-link")) == read_all(os.path.join(src, "rel-link"))
 
 
 def test_only_what_is_read_is_fetched(mounter, workdir):
     root = os.path.join(workdir, "src")
     os.makedirs(root)
     big = os.path.join(root, "big.bin")
-    middle = rand_bytes(4 * MIB, 9)
-    with open(big, "wb") as f:
+    with open(big, "wb") as f:  # 1 GiB, sparse except for 4 MiB of random data in the middle
         f.truncate(1 << 30)
         f.seek((512 - 2) * MIB)
-        f.write(middle)
+        f.write(rand_bytes(4 * MIB, 9))
     m = mounter(root)
     chunk = m.status()["chunk_size"]
+    assert chunk > 0
     off = 512 * MIB + 12345
-    fd = os.open(os.path.join(m.mountpoint, "big.bin"), os.O_RDONLY)
-    try:
-        got = os.pread(fd, 4096, off)
-    finally:
-        os.close(fd)
-    start = off - (512 - 2) * MIB
-    assert got == middle[start:start + 4096]
+    got = pread_file(os.path.join(m.mountpoint, "big.bin"), 4096, off)
+    assert got == pread_file(big, 4096, off) and got.count(0) < 100
     st = m.status(os.path.join(m.mountpoint, "big.bin"))
-    assert st["state"] == "partial"
+    assert st["state"] == "partial" and st["size"] == 1 << 30
     assert 0 < st["bytes_present"] <= chunk
     assert m.status()["fetch"]["bytes"] <= chunk
+    assert m.status()["bytes_present"] <= chunk
 
 
 def test_full_file_raises_no_more_events(mounter, workdir):
     root = os.path.join(workdir, "src")
-    data = rand_bytes(3 * MIB, 10)
-    write(os.path.join(root, "hot.bin"), data)
+    write(os.path.join(root, "hot.bin"), rand_bytes(3 * MIB, 10))
+    ref = read_all(os.path.join(root, "hot.bin"))
     m = mounter(root)
     path = os.path.join(m.mountpoint, "hot.bin")
-    assert read_all(path) == data
+    assert read_all(path) == ref
     wait_for(lambda: m.status(path)["state"] == "full", "hot.bin to be full")
-    assert read_all(path) == data  # this read sets the ignore mark if the first did not
-    before = m.status()["events"]["content"]
+    assert read_all(path) == ref  # this open sets the ignore mark if the first did not
+    before = m.status()["events"]
     for _ in range(5):
-        assert read_all(path) == data
-    assert m.status()["events"]["content"] == before
+        assert read_all(path) == ref
+    after = m.status()["events"]
+    assert after["content"] == before["content"]
+    assert after["file_open"] == before["file_open"]
+    assert m.status()["fetch"]["bytes"] == len(ref)  # fetched once, in total
 
 
 def test_cache_persists_across_umount_and_mount(mounter, src):
     m = mounter(src)
     m.wait_crawl()
-    full = os.path.join("d000", "sub000", "f9.txt")
+    fulls = [os.path.join("d000", "sub000", "f9.txt"), os.path.join("d003", "sub100", "f2.txt"), DEEP]
     sparse = "sparse.bin"
-    assert read_all(os.path.join(m.mountpoint, full)) == read_all(os.path.join(src, full))
-    fd = os.open(os.path.join(m.mountpoint, sparse), os.O_RDONLY)
-    os.pread(fd, 100, 3 * MIB)
-    os.close(fd)
-    m.wait_durable(os.path.join(m.mountpoint, sparse))
-    before_full = m.status(os.path.join(m.mountpoint, full))
-    before_partial = m.status(os.path.join(m.mountpoint, sparse))
-    assert before_full["state"] == "full" and before_partial["state"] == "partial"
+    for f in fulls:
+        assert read_all(os.path.join(m.mountpoint, f)) == read_all(os.path.join(src, f))
+    assert pread_file(os.path.join(m.mountpoint, sparse), 100, 3 * MIB) == \
+        pread_file(os.path.join(src, sparse), 100, 3 * MIB)
+    for f in fulls + [sparse]:
+        m.wait_durable(os.path.join(m.mountpoint, f))
+    before = {f: m.status(os.path.join(m.mountpoint, f)) for f in fulls + [sparse]}
+    assert all(before[f]["state"] == "full" for f in fulls)
+    assert before[sparse]["state"] == "partial"
     r = m.umount()
     assert r.returncode == 0, r.stderr
-    assert not os.path.ismount(m.mountpoint)
+    assert not os.path.ismount(m.mountpoint) and os.listdir(m.mountpoint) == []
+    wait_for(lambda: not m.daemon_alive(), "the daemon to exit")
     m.mount()
-    assert m.status(os.path.join(m.mountpoint, full))["state"] == "full"
-    after = m.status(os.path.join(m.mountpoint, sparse))
-    assert after["state"] == "partial" and after["bytes_present"] == before_partial["bytes_present"]
-    assert read_all(os.path.join(m.mountpoint, full)) == read_all(os.path.join(src, full))
     st = m.status()
-    assert st["fetch"]["count"] == 0  # nothing already present was fetched again
     assert st["crawl"]["dirs_listed"] == 0  # nothing already listed was listed again
+    # Usable at once: the whole tree is there before any directory is listed again.
     assert snapshot(m.mountpoint) == snapshot(src)
+    for f in fulls + [sparse]:
+        after = m.status(os.path.join(m.mountpoint, f))
+        assert (after["state"], after["bytes_present"]) == \
+            (before[f]["state"], before[f]["bytes_present"]), f
+    for f in fulls:
+        assert read_all(os.path.join(m.mountpoint, f)) == read_all(os.path.join(src, f))
+    assert m.status()["fetch"]["count"] == 0  # nothing already present was fetched again
+    assert pread_file(os.path.join(m.mountpoint, sparse), 100, 3 * MIB) == \
+        pread_file(os.path.join(src, sparse), 100, 3 * MIB)
+    assert m.status()["fetch"]["count"] == 0
+    assert read_all(os.path.join(m.mountpoint, sparse)) == read_all(os.path.join(src, sparse))
 
 
 def test_killed_daemon_recovers_without_losing_or_corrupting(mounter, src):
     m = mounter(src)
     m.wait_crawl()
-    names = [os.path.join("d001", "sub040", "f%d.txt" % i) for i in range(10)]
+    names = [os.path.join("d001", "sub040", "f%d.txt" % i) for i in range(10)] + [DEEP]
     for n in names:
         assert read_all(os.path.join(m.mountpoint, n)) == read_all(os.path.join(src, n))
-    fd = os.open(os.path.join(m.mountpoint, "sparse.bin"), os.O_RDONLY)
-    os.pread(fd, 10, 8 * MIB - 5)
-    os.close(fd)
-    for n in names:
+    assert pread_file(os.path.join(m.mountpoint, "sparse.bin"), 10, 8 * MIB - 5) == \
+        pread_file(os.path.join(src, "sparse.bin"), 10, 8 * MIB - 5)
+    for n in names + ["sparse.bin"]:
         m.wait_durable(os.path.join(m.mountpoint, n))
-    os.kill(m.pid, 9)
-    wait_for(lambda: not m.daemon_alive(), "the killed daemon to exit")
+    durable = m.status(os.path.join(m.mountpoint, "sparse.bin"))["bytes_durable"]
+    assert durable > 0
+    old = m.pid
+    os.kill(old, 9)
+    wait_for(lambda: not is_fanhsm(old), "the killed daemon to exit")
+    assert os.path.ismount(m.mountpoint)  # the dead daemon's view is left behind
     r = m.mount()
-    assert "stale" in r.stderr
+    assert m.pid != old
+    assert "stale" in r.stderr and m.mountpoint in r.stderr, r.stderr
     for n in names:
         assert m.status(os.path.join(m.mountpoint, n))["state"] == "full"
+    assert m.status(os.path.join(m.mountpoint, "sparse.bin"))["bytes_present"] >= durable
+    assert snapshot(m.mountpoint) == snapshot(src)
     assert content_hashes(m.mountpoint) == content_hashes(src)
+    assert m.status()["fetch"]["errors"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: after the daemon is SIGKILLed its fanotify "
+                   "group is gone but the view stays mounted, so a cold file reads as zeros")
+def test_view_of_killed_daemon_never_serves_zeros(mounter, workdir):
+    root = os.path.join(workdir, "src")
+    write(os.path.join(root, "cold.bin"), rand_bytes(2 * MIB, 16))
+    m = mounter(root)
+    m.wait_crawl()
+    old = m.pid
+    os.kill(old, 9)
+    wait_for(lambda: not is_fanhsm(old), "the killed daemon to exit")
+    try:  # EIO, ENOENT, ENOTCONN... are all acceptable; data that is not the source's is not
+        got = read_all(os.path.join(m.mountpoint, "cold.bin"))
+    except OSError:
+        return
+    assert got == read_all(os.path.join(root, "cold.bin"))
 
 
 def test_writes_through_the_mount_fail_and_change_nothing(mounter, src):
@@ -265,70 +394,110 @@ def test_writes_through_the_mount_fail_and_change_nothing(mounter, src):
     m = mounter(src)
     m.wait_crawl()
     mp = m.mountpoint
-    f = os.path.join(mp, "names", "with space.txt")
-    attempts = [
-        lambda: open(f, "ab").close(),
-        lambda: open(f, "r+b").close(),
-        lambda: os.truncate(f, 0),
-        lambda: os.open(f, os.O_WRONLY | os.O_TRUNC),
-        lambda: open(os.path.join(mp, "new-file"), "wb").close(),
-        lambda: os.unlink(f),
-        lambda: os.mkdir(os.path.join(mp, "newdir")),
-        lambda: os.rename(f, os.path.join(mp, "moved")),
-        lambda: os.chmod(f, 0o777),
-        lambda: os.setxattr(f, "user.test", b"x"),
-        lambda: os.symlink("x", os.path.join(mp, "newlink")),
-    ]
-    for attempt in attempts:
+    name = os.path.join("names", "with space.txt")
+    f = os.path.join(mp, name)
+    cold = os.path.join(mp, "d002", "sub070", "f4.txt")
+    view_before = snapshot(mp)
+    attempts = {
+        "append": lambda: open(f, "ab").close(),
+        "r+": lambda: open(f, "r+b").close(),
+        "truncate": lambda: os.truncate(f, 0),
+        "truncate cold": lambda: os.truncate(cold, 1),
+        "O_WRONLY|O_TRUNC": lambda: os.open(f, os.O_WRONLY | os.O_TRUNC),
+        "O_RDONLY|O_TRUNC": lambda: os.close(os.open(cold, os.O_RDONLY | os.O_TRUNC)),
+        "create": lambda: open(os.path.join(mp, "new-file"), "wb").close(),
+        "O_CREAT|O_EXCL": lambda: os.open(os.path.join(mp, "names", "n2"), os.O_CREAT | os.O_EXCL | os.O_WRONLY),
+        "unlink": lambda: os.unlink(f),
+        "unlink symlink": lambda: os.unlink(os.path.join(mp, "dangling")),
+        "rmdir": lambda: os.rmdir(os.path.join(mp, "emptydir")),
+        "mkdir": lambda: os.mkdir(os.path.join(mp, "newdir")),
+        "rename": lambda: os.rename(f, os.path.join(mp, "moved")),
+        "rename dir": lambda: os.rename(os.path.join(mp, "d000"), os.path.join(mp, "d999")),
+        "link": lambda: os.link(f, os.path.join(mp, "hardlink")),
+        "symlink": lambda: os.symlink("x", os.path.join(mp, "newlink")),
+        "chmod": lambda: os.chmod(f, 0o777),
+        "chown": lambda: os.chown(f, 65534, 65534),
+        "utime": lambda: os.utime(f, ns=(1, 1)),
+        "setxattr": lambda: os.setxattr(f, "user.test", b"x"),
+        "mknod fifo": lambda: os.mkfifo(os.path.join(mp, "fifo")),
+    }
+    for what, attempt in attempts.items():
         with pytest.raises(OSError) as e:
             attempt()
-        assert e.value.errno in (errno.EROFS, errno.EPERM), e.value
-    assert read_all(f) == b"space\n"
+        assert e.value.errno in (errno.EROFS, errno.EPERM), (what, e.value)
+    assert read_all(f) == read_all(os.path.join(src, name))
+    assert snapshot(mp) == view_before
     assert snapshot(src) == before_meta and content_hashes(src) == before_data
 
 
 def test_unreadable_source_gives_eio_and_daemon_keeps_serving(mounter, workdir):
     root = os.path.join(workdir, "src")
-    write(os.path.join(root, "gone.bin"), rand_bytes(MIB, 11))
-    write(os.path.join(root, "changed.bin"), rand_bytes(2 * MIB, 12))
-    write(os.path.join(root, "replaced.bin"), rand_bytes(MIB, 13))
-    write(os.path.join(root, "fine.bin"), rand_bytes(MIB, 14))
+    for i, name in enumerate(["gone.bin", "changed.bin", "replaced.bin", "renamed.bin",
+                              "shrunk.bin", "rewritten.bin", "fine.bin"]):
+        write(os.path.join(root, name), rand_bytes(2 * MIB, 11 + i))
+    fine = read_all(os.path.join(root, "fine.bin"))
     m = mounter(root)
     m.wait_crawl()
+    # Ways the source can no longer serve the version that was listed.
     os.unlink(os.path.join(root, "gone.bin"))
-    os.rename(os.path.join(root, "replaced.bin"), os.path.join(root, "old"))
-    write(os.path.join(root, "replaced.bin"), rand_bytes(MIB + 5, 15))
-    # Same size, new content: read part of the first chunk (not at offset 0, which would
-    # start readahead), then change the file.
-    fd = os.open(os.path.join(m.mountpoint, "changed.bin"), os.O_RDONLY)
-    first = os.pread(fd, 1000, 12345)
-    assert first == rand_bytes(2 * MIB, 12)[12345:13345]
-    with open(os.path.join(root, "changed.bin"), "r+b") as f:
-        f.seek(MIB + 10)
-        f.write(b"NEW CONTENT")
-    with pytest.raises(OSError) as e:
-        os.pread(fd, MIB, MIB)
-    os.close(fd)
-    assert e.value.errno == errno.EIO
-    for name in ["gone.bin", "replaced.bin"]:
-        with pytest.raises(OSError) as e:
-            read_all(os.path.join(m.mountpoint, name))
-        assert e.value.errno == errno.EIO, name
-    assert read_all(os.path.join(m.mountpoint, "fine.bin")) == rand_bytes(MIB, 14)
+    os.rename(os.path.join(root, "renamed.bin"), os.path.join(root, "renamed-away"))
+    os.rename(os.path.join(root, "replaced.bin"), os.path.join(root, "replaced-old"))
+    write(os.path.join(root, "replaced.bin"), rand_bytes(MIB + 5, 30))  # other size
+    os.truncate(os.path.join(root, "shrunk.bin"), MIB // 2)  # in place, shorter
+    # Same size, new content and mtime, before anything was read.
+    st = os.stat(os.path.join(root, "rewritten.bin"))
+    write(os.path.join(root, "rewritten.bin"), rand_bytes(2 * MIB, 31))
+    os.utime(os.path.join(root, "rewritten.bin"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    new_rewritten = read_all(os.path.join(root, "rewritten.bin"))
+    # Same size, changed in the middle of a read: part of the first chunk was read (not
+    # at offset 0, which would start readahead), then the second chunk changes.
+    changed = os.path.join(m.mountpoint, "changed.bin")
+    old_changed = read_all(os.path.join(root, "changed.bin"))
+    fd = os.open(changed, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 1000, 12345) == old_changed[12345:13345]
+        with open(os.path.join(root, "changed.bin"), "r+b") as f:
+            f.seek(MIB + 10)
+            f.write(b"NEW CONTENT")
+        st = os.stat(os.path.join(root, "changed.bin"))
+        os.utime(os.path.join(root, "changed.bin"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(OSError) as e:  # the old version's bytes are gone: only EIO is right
+            os.pread(fd, MIB, MIB)
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    for name in ["gone.bin", "renamed.bin", "replaced.bin", "shrunk.bin"]:
+        for attempt in range(2):  # and again: a denied range is not served as zeros later
+            with pytest.raises(OSError) as e:
+                read_all(os.path.join(m.mountpoint, name))
+            assert e.value.errno == errno.EIO, (name, attempt)
+    # Never a mix of versions: either EIO or all of the new version.
+    try:
+        got = read_all(os.path.join(m.mountpoint, "rewritten.bin"))
+    except OSError as e:
+        assert e.errno == errno.EIO
+    else:
+        assert got == new_rewritten
+    assert read_all(os.path.join(m.mountpoint, "fine.bin")) == fine
     assert m.daemon_alive()
-    assert m.status()["events"]["denied"] >= 3
+    assert m.status()["events"]["denied"] >= 5
+    assert m.status()["fetch"]["errors"] >= 1
+    os.rename(os.path.join(root, "renamed-away"), os.path.join(root, "renamed.bin"))
+    assert read_all(os.path.join(m.mountpoint, "renamed.bin")) == \
+        read_all(os.path.join(root, "renamed.bin"))  # the same version is back: served again
 
 
-def fanhsm_fails(fanhsm, args, *needles):
-    r = run([fanhsm] + args, check=False)
+def fanhsm_fails(fanhsm, args, *needles, prefix=()):
+    r = run(list(prefix) + [fanhsm] + args, check=False)
     assert r.returncode != 0, "expected failure: %s" % args
+    assert r.stderr.startswith("fanhsm: "), r.stderr
     msg = r.stderr.lower()
     for n in needles:
         assert n.lower() in msg, "%r not in %r" % (n, r.stderr)
     return r
 
 
-def test_refusals_have_clear_messages(fanhsm, mounter, workdir, src, cachefs):
+def test_refusals_have_clear_messages(fanhsm, mounter, workdir, src, cachefs, run_dir):
     mp = os.path.join(workdir, "mp")
     os.mkdir(mp)
     tmpfs = os.path.join(workdir, "tmpfs")
@@ -341,40 +510,68 @@ def test_refusals_have_clear_messages(fanhsm, mounter, workdir, src, cachefs):
         run(["umount", tmpfs])
     assert not os.path.ismount(mp) and os.listdir(mp) == []
     cache = os.path.join(cachefs, os.path.basename(workdir), "refusals")
-    fanhsm_fails(fanhsm, ["mount", "--cache", cache, os.path.join(workdir, "nope"), mp], "nope",
-                 "no such file")
-    fanhsm_fails(fanhsm, ["mount", "--cache", cache, src, os.path.join(workdir, "nomp")], "nomp")
+    fanhsm_fails(fanhsm, ["mount", "--cache", cache, os.path.join(workdir, "nope"), mp],
+                 os.path.join(workdir, "nope"), "no such file")
+    fanhsm_fails(fanhsm, ["mount", "--cache", cache, src, os.path.join(workdir, "nomp")],
+                 os.path.join(workdir, "nomp"), "no such file")
     full = os.path.join(workdir, "full")
     os.mkdir(full)
     open(os.path.join(full, "x"), "w").close()
-    fanhsm_fails(fanhsm, ["mount", "--cache", cache, src, full], "not empty")
+    fanhsm_fails(fanhsm, ["mount", "--cache", cache, src, full], full, "not empty")
+    assert os.listdir(run_dir) == []  # no daemon was started by any refusal
     m = mounter(src, mountpoint=mp)
-    fanhsm_fails(fanhsm, ["mount", "--cache", cache + "2", src, mp], "already mounted")
+    m.wait_crawl()
+    fanhsm_fails(fanhsm, ["mount", "--cache", cache + "2", src, mp], mp, "already mounted")
     assert m.daemon_alive()
+    assert read_all(os.path.join(mp, "names", "with space.txt")) == \
+        read_all(os.path.join(src, "names", "with space.txt"))
+    unpriv = os.path.join(workdir, "unpriv")
+    os.mkdir(unpriv)
     setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                "--bounding-set=-all"]
-    r = subprocess.run(setpriv + [fanhsm, "mount", "--cache", cache + "3", src, full],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=WAIT_S)
-    assert r.returncode != 0
-    assert "root" in r.stderr and "CAP_SYS_ADMIN" in r.stderr
+    fanhsm_fails(fanhsm, ["mount", "--cache", cache + "3", src, unpriv], "root", "CAP_SYS_ADMIN",
+                 prefix=setpriv)
+    if shutil.which("capsh"):  # uid 0, but without CAP_SYS_ADMIN
+        fanhsm_fails(fanhsm, ["mount", "--cache", cache + "4", src, unpriv], "CAP_SYS_ADMIN",
+                     prefix=["capsh", "--drop=cap_sys_admin", "--"] + ["-c", 'exec "$0" "$@"'])
+    assert not os.path.ismount(unpriv) and os.listdir(unpriv) == []
+    assert len(os.listdir(run_dir)) <= 2  # only the one live mount's record (and socket)
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: the tmpfs refusal names the source and the "
+                   "mount point but not the cache directory whose filesystem is refused")
+def test_tmpfs_cache_refusal_names_the_cache_directory(fanhsm, workdir, src):
+    mp = os.path.join(workdir, "mp")
+    os.mkdir(mp)
+    tmpfs = os.path.join(workdir, "tmpfs")
+    os.mkdir(tmpfs)
+    run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", tmpfs])
+    try:
+        fanhsm_fails(fanhsm, ["mount", "--cache", os.path.join(tmpfs, "cache"), src, mp],
+                     os.path.join(tmpfs, "cache"))
+    finally:
+        run(["umount", tmpfs])
 
 
 def test_umount_while_busy_fails_then_works(mounter, src):
     m = mounter(src)
     m.wait_crawl()
-    f = open(os.path.join(m.mountpoint, "names", "with space.txt"), "rb")
+    name = os.path.join("names", "with space.txt")
+    f = open(os.path.join(m.mountpoint, name), "rb")
     try:
         r = m.umount()
-        assert r.returncode != 0 and "busy" in r.stderr
-        assert f.read() == b"space\n"
+        assert r.returncode != 0 and "busy" in r.stderr.lower(), r.stderr
+        assert f.read() == read_all(os.path.join(src, name))
         assert os.path.ismount(m.mountpoint) and m.daemon_alive()
+        other = os.path.join("d004", "sub130", "f5.txt")  # cold: the daemon still serves
+        assert read_all(os.path.join(m.mountpoint, other)) == read_all(os.path.join(src, other))
     finally:
         f.close()
     r = m.umount()
     assert r.returncode == 0, r.stderr
     assert not os.path.ismount(m.mountpoint)
     assert os.listdir(m.mountpoint) == []
-    wait_for(lambda: not m.daemon_alive(), "daemon exit")
+    assert not m.daemon_alive()  # umount returns once the daemon has exited
 
 
 def test_lazy_umount_keeps_serving_open_files_until_closed(mounter, workdir):

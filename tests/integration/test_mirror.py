@@ -538,8 +538,6 @@ def test_refusals_have_clear_messages(fanhsm, mounter, workdir, src, cachefs, ru
     assert len(os.listdir(run_dir)) <= 2  # only the one live mount's record (and socket)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the tmpfs refusal names the source and the "
-                   "mount point but not the cache directory whose filesystem is refused")
 def test_tmpfs_cache_refusal_names_the_cache_directory(fanhsm, workdir, src):
     mp = os.path.join(workdir, "mp")
     os.mkdir(mp)

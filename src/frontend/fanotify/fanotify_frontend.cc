@@ -107,11 +107,11 @@ Status FanotifyFrontend::mountView() {
     if (err == EOPNOTSUPP || err == EINVAL || err == ENOSYS) {
       return Status::error(
           EOPNOTSUPP,
-          fmt::format("the cache directory's filesystem ({}) does not support fanotify "
+          fmt::format("the cache directory '{}' is on {}, which does not support fanotify "
                       "pre-content events (FAN_PRE_ACCESS needs Linux 6.14+ and ext4, xfs or "
                       "btrfs; tmpfs has none): put the cache on such a filesystem with --cache "
                       "DIR{}",
-                      config_.cacheFsType,
+                      config_.treePath.substr(0, config_.treePath.rfind('/')), config_.cacheFsType,
                       config_.cacheFsType == "tmpfs" ? "" : ", or check the kernel version"));
     }
     return Status::fromErrno(err, "fanotify_mark FAN_PRE_ACCESS on the view");

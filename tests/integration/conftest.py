@@ -141,7 +141,7 @@ def cachefs(pytestconfig, session_dir):
     mnt = os.path.join(session_dir, "cachefs")
     os.makedirs(mnt)
     with open(img, "wb") as f:
-        f.truncate(4 << 30)
+        f.truncate(3 << 30)
     run(mkfs + [img])
     dev = run(["losetup", "--find", "--show", img]).stdout.strip()
     try:

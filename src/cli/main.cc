@@ -25,6 +25,7 @@
 #include "cli/control.h"
 #include "cli/daemon.h"
 #include "cli/registry.h"
+#include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
 #include "util/log.h"
 
@@ -122,6 +123,9 @@ Status clearStale(const std::string& mountpoint) {
       }
       std::cerr << "fanhsm: cleared the stale mount left at " << mountpoint
                 << " by a daemon that died (pid " << rec->pid << ")\n";
+    } else {
+      std::cerr << "fanhsm: the daemon that served " << mountpoint << " (pid " << rec->pid
+                << ") died; its guard detached the view; stale record cleared\n";
     }
     removeRecord(mountpoint);
     ::unlink(rec->socket.c_str());
@@ -446,4 +450,8 @@ int main(int argc, char** argv) {
 
 }  // namespace hsm::cli
 
-int main(int argc, char** argv) { return hsm::cli::main(argc, argv); }
+int main(int argc, char** argv) {
+  // The group guard (frontend/fanotify/group_guard.h) is this binary, started by the daemon.
+  if (argc == 3 && std::string_view(argv[1]) == "__guard") return hsm::frontend::runGroupGuard(argv[2]);
+  return hsm::cli::main(argc, argv);
+}

@@ -16,57 +16,11 @@
 #include <thread>
 
 #include "frontend/fanotify/fanotify_defs.h"
+#include "frontend/fanotify/view_usage.h"
 #include "util/log.h"
 #include "util/rel_path.h"
 
 namespace hsm::frontend {
-
-namespace {
-
-// The mount id of the mount at `path` (from /proc/self/fdinfo).
-std::optional<uint64_t> mountIdOf(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return std::nullopt;
-  std::ifstream in(fmt::format("/proc/self/fdinfo/{}", fd.get()));
-  std::string key;
-  uint64_t value = 0;
-  while (in >> key) {
-    if (key == "mnt_id:" && (in >> value)) return value;
-  }
-  return std::nullopt;
-}
-
-// Open file descriptors of other processes on mount `mntId` (a detached view keeps serving
-// them; mapped files need nothing: mmap fetched the whole mapping before it returned).
-size_t openFdsOnMount(uint64_t mntId) {
-  size_t count = 0;
-  const std::string self = std::to_string(::getpid());
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return 0;
-  while (struct dirent* p = ::readdir(proc)) {
-    if (p->d_name[0] < '1' || p->d_name[0] > '9' || self == p->d_name) continue;
-    std::string dir = fmt::format("/proc/{}/fdinfo", p->d_name);
-    DIR* fds = ::opendir(dir.c_str());
-    if (!fds) continue;
-    while (struct dirent* f = ::readdir(fds)) {
-      if (f->d_name[0] == '.') continue;
-      std::ifstream in(dir + "/" + f->d_name);
-      std::string key;
-      uint64_t value = 0;
-      while (in >> key) {
-        if (key == "mnt_id:") {
-          if ((in >> value) && value == mntId) ++count;
-          break;
-        }
-      }
-    }
-    ::closedir(fds);
-  }
-  ::closedir(proc);
-  return count;
-}
-
-}  // namespace
 
 FanotifyFrontend::FanotifyFrontend(FanotifyConfig config, core::Hydrator& hydrator,
                                    core::NamespacePopulator& populator)
@@ -132,6 +86,7 @@ Status FanotifyFrontend::mountView() {
   }
   mounted_ = true;
   if (auto id = mountIdOf(config_.mountpoint)) viewMountId_ = *id;
+  guard_.setViewMountId(viewMountId_);
   return Status::ok();
 }
 
@@ -153,6 +108,9 @@ bool FanotifyFrontend::waitUntilUnused(std::chrono::seconds limit) {
 
 Status FanotifyFrontend::start() {
   HSM_RETURN_IF_ERROR(createGroups());
+  auto guard = GroupGuard::spawn(contentGroup_.get(), openGroup_.get(), config_.mountpoint);
+  if (!guard) return guard.status();
+  guard_ = std::move(*guard);
   workers_ = std::make_unique<ThreadPool>(config_.workers, "fanhsm-event");
   reader_ = std::thread([this] { readLoop(); });
   Status s = mountView();
@@ -190,6 +148,7 @@ void FanotifyFrontend::stop() {
   }
   if (reader_.joinable()) reader_.join();
   if (workers_) workers_->stop();  // queued events are denied with EIO by their destructors
+  guard_.release();  // a clean stop: the guard must not keep the groups alive
   contentGroup_.reset();
   openGroup_.reset();
 }
@@ -230,7 +189,7 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
         continue;
       }
       if (m->fd < 0) continue;
-      PermissionEvent ev(groupFd, m->fd, m->mask, &denied_, &pending_);
+      PermissionEvent ev(groupFd, m->fd, m->mask, /*errnoReplies=*/contentGroup, &denied_, &pending_);
       if (contentGroup) {
         // Info records follow the metadata; the RANGE record gives the byte range.
         size_t off = m->metadata_len;

@@ -18,6 +18,8 @@
 // - Lookups raise no event: the namespace is populated eagerly (NamespacePopulator).
 // - One reader thread reads and dispatches; a bounded worker pool waits for content, so a
 //   slow range never stalls other files. Every event is a PermissionEvent, answered once.
+// - A GroupGuard process holds duplicates of both groups: if this process dies, the guard
+//   detaches the view and answers what is left with EIO instead of letting it read zeros.
 #pragma once
 
 #include <atomic>
@@ -28,6 +30,7 @@
 
 #include "core/hydrator.h"
 #include "core/namespace_populator.h"
+#include "frontend/fanotify/group_guard.h"
 #include "frontend/fanotify/permission_event.h"
 #include "frontend/frontend.h"
 #include "util/thread_pool.h"
@@ -77,6 +80,7 @@ class FanotifyFrontend final : public Frontend {
   UniqueFd contentGroup_;
   UniqueFd openGroup_;
   UniqueFd wakeFd_;
+  GroupGuard guard_;  // holds the groups if this process dies
   std::unique_ptr<ThreadPool> workers_;
   std::thread reader_;
   std::atomic<bool> stopping_{false};

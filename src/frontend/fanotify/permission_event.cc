@@ -23,10 +23,15 @@ int fanotifyErrno(int err) {
   }
 }
 
-PermissionEvent::PermissionEvent(int groupFd, int eventFd, uint64_t mask,
+PermissionEvent::PermissionEvent(int groupFd, int eventFd, uint64_t mask, bool errnoReplies,
                                  std::atomic<uint64_t>* deniedCounter,
                                  std::atomic<uint64_t>* pendingCounter)
-    : groupFd_(groupFd), fd_(eventFd), mask_(mask), denied_(deniedCounter), pending_(pendingCounter) {
+    : groupFd_(groupFd),
+      fd_(eventFd),
+      mask_(mask),
+      errnoReplies_(errnoReplies),
+      denied_(deniedCounter),
+      pending_(pendingCounter) {
   if (pending_) (*pending_)++;
 }
 
@@ -38,6 +43,7 @@ PermissionEvent::PermissionEvent(PermissionEvent&& other) noexcept
       offset_(other.offset_),
       count_(other.count_),
       answered_(other.answered_),
+      errnoReplies_(other.errnoReplies_),
       denied_(other.denied_),
       pending_(other.pending_) {
   other.answered_ = true;  // the moved-from shell owns nothing to answer
@@ -64,7 +70,9 @@ void PermissionEvent::deny(int err) {
       err = EIO;
   }
   if (denied_) (*denied_)++;
-  respond(FAN_DENY_ERRNO(err));
+  // The kernel refuses an errno in the reply of a non-pre-content group (the write fails
+  // and the reader would stay blocked): such groups get a plain deny.
+  respond(errnoReplies_ ? FAN_DENY_ERRNO(err) : FAN_DENY);
 }
 
 void PermissionEvent::respond(uint32_t response) {

@@ -17,8 +17,10 @@ namespace hsm::frontend {
 
 class PermissionEvent {
  public:
-  PermissionEvent(int groupFd, int eventFd, uint64_t mask, std::atomic<uint64_t>* deniedCounter,
-                  std::atomic<uint64_t>* pendingCounter);
+  // `errnoReplies`: the group is of the pre-content class, the only one whose denials may
+  // carry an errno (FAN_DENY_ERRNO); other groups deny with plain FAN_DENY (EPERM).
+  PermissionEvent(int groupFd, int eventFd, uint64_t mask, bool errnoReplies,
+                  std::atomic<uint64_t>* deniedCounter, std::atomic<uint64_t>* pendingCounter);
   PermissionEvent(PermissionEvent&& other) noexcept;
   PermissionEvent& operator=(PermissionEvent&&) = delete;
   PermissionEvent(const PermissionEvent&) = delete;
@@ -52,6 +54,7 @@ class PermissionEvent {
   uint64_t offset_ = 0;
   uint64_t count_ = 0;
   bool answered_ = false;
+  bool errnoReplies_ = true;
   std::atomic<uint64_t>* denied_;
   std::atomic<uint64_t>* pending_;
 };

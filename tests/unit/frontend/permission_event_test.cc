@@ -31,7 +31,7 @@ class PermissionEventTest : public ::testing::Test {
 TEST_F(PermissionEventTest, AllowAnswersOnceWithTheEventFd) {
   int fd = eventFd();
   {
-    PermissionEvent ev(sv_[0], fd, FAN_PRE_ACCESS, &denied_, &pending_);
+    PermissionEvent ev(sv_[0], fd, FAN_PRE_ACCESS, true, &denied_, &pending_);
     EXPECT_EQ(pending_, 1u);
     ev.allow();
     EXPECT_TRUE(ev.answered());
@@ -45,7 +45,7 @@ TEST_F(PermissionEventTest, AllowAnswersOnceWithTheEventFd) {
 
 TEST_F(PermissionEventTest, UnansweredEventIsDeniedWithEioOnDestruction) {
   int fd = eventFd();
-  { PermissionEvent ev(sv_[0], fd, FAN_PRE_ACCESS, &denied_, &pending_); }
+  { PermissionEvent ev(sv_[0], fd, FAN_PRE_ACCESS, true, &denied_, &pending_); }
   auto r = readResponse();
   EXPECT_EQ(r.fd, fd);
   EXPECT_EQ(r.response, static_cast<uint32_t>(FAN_DENY_ERRNO(EIO)));
@@ -56,7 +56,7 @@ TEST_F(PermissionEventTest, UnansweredEventIsDeniedWithEioOnDestruction) {
 TEST_F(PermissionEventTest, MovedEventAnswersOnlyOnce) {
   int fd = eventFd();
   {
-    PermissionEvent a(sv_[0], fd, FAN_PRE_ACCESS, &denied_, &pending_);
+    PermissionEvent a(sv_[0], fd, FAN_PRE_ACCESS, true, &denied_, &pending_);
     PermissionEvent b(std::move(a));
     b.deny(ENOSPC);
   }
@@ -66,9 +66,15 @@ TEST_F(PermissionEventTest, MovedEventAnswersOnlyOnce) {
   EXPECT_EQ(::recv(sv_[1], &extra, 1, MSG_DONTWAIT), -1);  // nothing else was written
 }
 
+TEST_F(PermissionEventTest, NonPreContentGroupsDenyWithoutErrno) {
+  int fd = eventFd();
+  { PermissionEvent ev(sv_[0], fd, FAN_OPEN_PERM, false, &denied_, &pending_); }
+  EXPECT_EQ(readResponse().response, static_cast<uint32_t>(FAN_DENY));
+}
+
 TEST_F(PermissionEventTest, ErrnosOutsideTheKernelsListBecomeEio) {
   {
-    PermissionEvent ev(sv_[0], eventFd(), FAN_PRE_ACCESS, &denied_, &pending_);
+    PermissionEvent ev(sv_[0], eventFd(), FAN_PRE_ACCESS, true, &denied_, &pending_);
     ev.deny(ENOENT);
   }
   EXPECT_EQ(readResponse().response, static_cast<uint32_t>(FAN_DENY_ERRNO(EIO)));

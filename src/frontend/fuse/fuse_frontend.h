@@ -1,0 +1,152 @@
+// FuseFrontend: serves a cache at a mount point through libfuse3 (low-level API).
+//
+// Design note
+// - Serves the same <cache>/tree and index as the fanotify frontend: a cache mounted by
+//   either shows the same states, and nothing already present is fetched again. Every
+//   attribute comes from the cache tree (fstatat, symlinks never followed; files are
+//   sparse at full size, so sizes are full sizes); every content read goes through
+//   Hydrator::ensure() first and then pread()s the cache file, so a range that could not
+//   be fetched is an error (EIO, ENOSPC, ESTALE), never zeros.
+// - Lookups populate lazily: lookup(parent, name) lists `parent` first
+//   (NamespacePopulator::ensureListed), so `stat` of a deep path on a fresh mount lists
+//   exactly the directories on the way. opendir lists the directory too.
+// - Read-only: the mount is made with `ro` and every modifying request answers EROFS.
+//   Files found full at open are opened with keep_cache (the kernel keeps their pages).
+// - Node ids are this frontend's own (NodeTable: id <-> relative path, lookup counts,
+//   forget). st_ino and d_ino are the cache tree's inode numbers.
+// - Every request is a FuseRequest (fuse_request.h): answered exactly once; one that
+//   nothing answered (early return, exception) is answered EIO by its destructor, and
+//   each handler has a catch-all.
+// - Errors are translated in one place, fuse_errno.h.
+//
+// Contract
+// - Created by cli after the NamespacePopulator has started (the root is listed); the
+//   Hydrator, populator and CacheStore must outlive the frontend.
+// - start(): fuse_session_new + fuse_session_mount, then runs fuse_session_loop_mt (at
+//   most `workers` threads) on its own thread; returns once the kernel's INIT was served,
+//   i.e. the mount is live and the loop runs. Errors: the mount's (EPERM, ENOENT for a
+//   missing mount point, ...), ETIMEDOUT if INIT never came.
+// - unmount(lazy): umount2(UMOUNT_NOFOLLOW [| MNT_DETACH]) as root, `fusermount3 -u [-z]`
+//   otherwise. EBUSY (with a message naming the mount point) when busy and not lazy. After
+//   a plain unmount the kernel ends the connection and the loop returns by itself; after a
+//   lazy one it does so when the last user of the detached mount is gone
+//   (waitUntilUnused() waits for exactly that).
+// - stop() (and the destructor): detaches the mount if still mounted, ends the loop (if
+//   files of a detached mount are still open, the loop thread is woken with kWakeSignal
+//   and the connection is closed: their next request fails with ENOTCONN, never zeros),
+//   joins it and frees the session. Idempotent. Not to be called from a FUSE request.
+// - Threads: start/unmount/stop/waitUntilUnused from one controlling thread; requests are
+//   served on libfuse's worker threads, which call Hydrator/NamespacePopulator (no lock of
+//   this class is held across them).
+// - Locks: NodeTable::mu_ (rank 50, leaf); stateMu_ (rank 55, leaf: INIT seen, loop done).
+// - Process-wide side effect: start() installs a no-op handler for kWakeSignal
+//   (SIGRTMIN+5) without SA_RESTART, used to interrupt the loop thread's sem_wait() in
+//   stop(); it is unblocked on the loop thread only.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "cache/cache_store.h"
+#include "core/hydrator.h"
+#include "core/namespace_populator.h"
+#include "frontend/frontend.h"
+#include "frontend/fuse/node_table.h"
+
+struct fuse_session;
+struct fuse_file_info;
+
+namespace hsm::frontend {
+
+struct FuseConfig {
+  std::string treePath;    // <cache>/tree, absolute (for messages; I/O goes through CacheStore)
+  std::string mountpoint;  // absolute, canonical
+  size_t workers = 16;     // most FUSE worker threads (requests served at once)
+  std::string fsName = "fanhsm";  // first field of /proc/mounts (commas are replaced)
+  bool allowOther = true;  // other users may use the mount (non-root: needs user_allow_other)
+  // Kernel caching of names and attributes. The tree only changes when a listing is
+  // revalidated: keep these at or below the listing TTL when one is set.
+  double entryTimeout = 60.0;
+  double attrTimeout = 60.0;
+  double negativeTimeout = 60.0;
+  bool debug = false;  // libfuse's request trace on stderr
+};
+
+class FuseRequest;
+struct FuseOps;
+
+class FuseFrontend final : public Frontend {
+ public:
+  FuseFrontend(FuseConfig config, core::Hydrator& hydrator, core::NamespacePopulator& populator,
+               cache::CacheStore& cache);
+  ~FuseFrontend() override;
+  FuseFrontend(const FuseFrontend&) = delete;
+  FuseFrontend& operator=(const FuseFrontend&) = delete;
+
+  Status start() override;
+  Status unmount(bool lazy) override;
+  void stop() override;
+  bool waitUntilUnused(std::chrono::seconds limit) override;
+  FrontendStats stats() const override;
+  const char* name() const override { return "fuse"; }
+
+  static int wakeSignal();  // kWakeSignal
+
+ private:
+  friend struct FuseOps;
+  struct DirHandle;
+
+  void loop();
+  void signalInit();
+  // Waits until the loop thread returned, at most `limit`.
+  bool waitLoopDone(std::chrono::milliseconds limit);
+
+  // Request handlers (fuse_frontend.cc). Each answers `req`.
+  void lookup(FuseRequest& req, uint64_t parent, const char* name);
+  void getattr(FuseRequest& req, uint64_t ino);
+  void open(FuseRequest& req, uint64_t ino, fuse_file_info* fi);
+  void read(FuseRequest& req, uint64_t ino, size_t size, int64_t off, fuse_file_info* fi);
+  void opendir(FuseRequest& req, uint64_t ino, fuse_file_info* fi);
+  void readdir(FuseRequest& req, uint64_t ino, size_t size, int64_t off, fuse_file_info* fi,
+               bool plus);
+  void readlink(FuseRequest& req, uint64_t ino);
+  void statfs(FuseRequest& req);
+  void getxattr(FuseRequest& req, uint64_t ino, const char* name, size_t size);
+  void listxattr(FuseRequest& req, uint64_t ino, size_t size);
+
+  // The path of `ino` or an answer of ESTALE.
+  std::optional<std::string> pathOf(FuseRequest& req, uint64_t ino);
+  // lstat of a path of the tree, resolved beneath it.
+  Status statPath(const std::string& path, struct stat* st) const;
+  // The value of user.fanhsm.state for `path` of type `st`, or an errno.
+  Result<std::string> stateOf(const std::string& path, const struct stat& st);
+
+  const FuseConfig config_;
+  core::Hydrator& hydrator_;
+  core::NamespacePopulator& populator_;
+  cache::CacheStore& cache_;
+  NodeTable nodes_;
+
+  fuse_session* session_ = nullptr;
+  std::thread loopThread_;
+  bool mounted_ = false;   // attached at the mount point (controlling thread only)
+  bool stopped_ = false;   // controlling thread only
+
+  std::mutex stateMu_;  // rank 55 (leaf): initDone_, loopDone_
+  std::condition_variable stateCv_;
+  bool initDone_ = false;
+  bool loopDone_ = false;
+  int loopResult_ = 0;
+
+  std::atomic<uint64_t> reads_{0}, dirOpens_{0}, opens_{0}, denied_{0}, pending_{0};
+};
+
+}  // namespace hsm::frontend

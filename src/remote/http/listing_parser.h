@@ -1,12 +1,26 @@
-// Parsers for web server directory listings: nginx autoindex (HTML and JSON), Apache
-// mod_autoindex, lighttpd mod_dirlisting, python's http.server, and any HTML page of links.
+// Parsers for web-server directory listings: nginx autoindex (HTML and JSON), Apache
+// mod_autoindex (fancy <pre>, HTMLTable, plain), lighttpd mod_dirlisting, python's
+// http.server, and — as the fallback — any HTML page of links.
 //
-// Contract: pure function of untrusted input; never throws, never crashes, work linear in
-// the body size. Only links that resolve to a direct child of the listed directory on the
-// same origin are kept; every name is percent-decoded and must pass
-// validateName(name, /*requireUtf8=*/true). Everything else that looks like an entry is
-// reported in `rejected`, one line each. Sizes are reported only when exact (nginx JSON);
-// times when the listing prints them.
+// Called by the HTTP backend for every directory it lists. Pure function of untrusted
+// input: thread-safe, never throws, never crashes, work roughly linear in the body size
+// (the HTML is filtered before gumbo sees it, see html_filter.h).
+//
+// Rules:
+//  - Only links that resolve (against baseUrl, after "."/".." removal) to a DIRECT child of
+//    baseUrl on the same origin (scheme, host, port) become entries. A trailing '/' marks a
+//    directory. Parent and self links, sort links ("?C=N;O=D"), query and fragment links are
+//    dropped silently; everything else that is left out (other origins, other schemes such
+//    as javascript:, deeper or unrelated paths, bad names, duplicates) gets one line in
+//    `rejected` ("<reason>: <link as written>").
+//  - Names are HTML-unescaped (by gumbo) and percent-decoded, then must pass
+//    validateName(name, /*requireUtf8=*/true): no '/', NUL, "." or "..", <= 255 bytes.
+//  - Sizes are reported only when exact: nginx JSON, and a plain byte count in an nginx,
+//    Apache or lighttpd page ("1023"); "1.0K", "10K", "0.1K" are approximations and give
+//    no size. Times come from recognised formats only (minutes for nginx HTML and Apache,
+//    seconds for lighttpd and nginx JSON); Apache and lighttpd print the server's local
+//    time, which is taken as UTC.
+//  - A generic page (no known server) gives names and directory flags only.
 #pragma once
 
 #include <cstdint>
@@ -19,28 +33,41 @@ namespace hsm::remote::http {
 
 enum class ListingFormat { kAuto, kNginxHtml, kNginxJson, kApache, kLighttpd, kPython, kGeneric };
 
+// "nginx", "nginx-json", "apache", "lighttpd", "python", "generic", "auto".
 const char* formatName(ListingFormat f);
 
 struct ListingEntry {
-  std::string name;  // one decoded path component
+  std::string name;  // one decoded, validated path component
   bool isDir = false;
-  std::optional<uint64_t> size;     // exact size in bytes, when the listing gives it
-  std::optional<int64_t> mtimeSec;  // seconds since the epoch (UTC), when given
+  std::optional<uint64_t> size;     // exact size in bytes, only when the listing gives it
+  std::optional<int64_t> mtimeSec;  // seconds since the epoch (UTC), when the listing gives it
 };
 
 struct ListingResult {
   ListingFormat detected = ListingFormat::kGeneric;
-  std::vector<ListingEntry> entries;  // sorted by name, unique
-  std::vector<std::string> rejected;  // "reason: link" per entry left out
+  std::vector<ListingEntry> entries;  // sorted by name (bytes), unique; first link wins
+  std::vector<std::string> rejected;  // one line per link or name left out (at most
+                                      // kMaxRejectedLines, then a summary line)
 };
 
-// baseUrl: absolute URL of the listed directory, ending in '/'.
+inline constexpr size_t kMaxRejectedLines = 1000;
+
+// baseUrl: absolute http(s) URL of the listed directory, ending in '/' (one is added if
+// missing). contentType: the Content-Type header value, "" if absent. body: the response.
 ListingResult parseListing(std::string_view baseUrl, std::string_view contentType,
                            std::string_view body);
 
-// Parses a date as listings print it ("31-Jan-2024 12:00", "2024-01-31 12:00",
-// "2024-Jan-31 12:00:00", RFC 1123 "Wed, 31 Jan 2024 12:00:00 GMT") at the start of `s`
-// (after spaces). Seconds since the epoch, UTC.
-std::optional<int64_t> parseListingDate(std::string_view s);
+// Which server wrote an HTML page (kGeneric if none is recognised).
+ListingFormat detectHtmlFormat(std::string_view body);
+
+// Parses a date as listings print it, at the start of `s` (after spaces):
+// "31-Jan-2024 12:00" (nginx), "2024-01-31 12:00" (Apache), "2024-Jan-31 12:00:00"
+// (lighttpd), "Wed, 31 Jan 2024 12:00:00 GMT" (RFC 1123, nginx JSON). Seconds since the
+// epoch, UTC. If `consumed` is given, it receives the number of bytes of `s` used.
+std::optional<int64_t> parseListingDate(std::string_view s, size_t* consumed = nullptr);
+
+// A size column token: all digits -> exact bytes; anything else ("1.0K", "10K", "-") ->
+// nullopt.
+std::optional<uint64_t> parseExactSize(std::string_view token);
 
 }  // namespace hsm::remote::http

@@ -9,10 +9,12 @@
 // Rules:
 //  - Only links that resolve (against baseUrl, after "."/".." removal) to a DIRECT child of
 //    baseUrl on the same origin (scheme, host, port) become entries. A trailing '/' marks a
-//    directory. Parent and self links, sort links ("?C=N;O=D"), query and fragment links are
-//    dropped silently; everything else that is left out (other origins, other schemes such
+//    directory. Parent and self links, sort and other query links ("?C=N;O=D") and in-page
+//    anchors are dropped silently; everything else left out (other origins, other schemes such
 //    as javascript:, deeper or unrelated paths, bad names, duplicates) gets one line in
 //    `rejected` ("<reason>: <link as written>").
+//    The same href written twice (an icon link and a name link) counts once; a different
+//    link to a name already seen is a duplicate, and the first one wins.
 //  - Names are HTML-unescaped (by gumbo) and percent-decoded, then must pass
 //    validateName(name, /*requireUtf8=*/true): no '/', NUL, "." or "..", <= 255 bytes.
 //  - Sizes are reported only when exact: nginx JSON, and a plain byte count in an nginx,

@@ -185,10 +185,12 @@ struct FuseOps {
           [&](FuseFrontend& fe, FuseRequest& req) { fe.getxattr(req, ino, name, size); });
   }
   static void listxattr(fuse_req_t r, fuse_ino_t ino, size_t size) {
-    serve(r, "listxattr", [&](FuseFrontend& fe, FuseRequest& req) { fe.listxattr(req, ino, size); });
+    serve(r, "listxattr",
+          [&](FuseFrontend& fe, FuseRequest& req) { fe.listxattr(req, ino, size); });
   }
   static void access(fuse_req_t r, fuse_ino_t /*ino*/, int mask) {
-    serve(r, "access", [&](FuseFrontend&, FuseRequest& req) { req.err((mask & W_OK) ? EROFS : 0); });
+    serve(r, "access",
+          [&](FuseFrontend&, FuseRequest& req) { req.err((mask & W_OK) ? EROFS : 0); });
   }
 
   static fuse_lowlevel_ops make() {
@@ -251,8 +253,8 @@ Status FuseFrontend::start() {
     return Status::fromErrno(errno, fmt::format("mount point '{}'", config_.mountpoint));
   }
   if (!S_ISDIR(mst.st_mode)) {
-    return Status::error(ENOTDIR, fmt::format("mount point '{}' is not a directory",
-                                              config_.mountpoint));
+    return Status::error(ENOTDIR,
+                         fmt::format("mount point '{}' is not a directory", config_.mountpoint));
   }
 
   struct sigaction sa {};
@@ -600,7 +602,8 @@ void FuseFrontend::opendir(FuseRequest& req, uint64_t ino, fuse_file_info* fi) {
   }
   auto h = std::make_unique<DirHandle>();
   h->path = *path;
-  struct stat self {}, parent {};
+  struct stat self {};
+  struct stat parent {};
   if (::fstat(fd->get(), &self) != 0) {
     req.err(EIO);
     return;
@@ -646,8 +649,8 @@ void FuseFrontend::readdir(FuseRequest& req, uint64_t /*ino*/, size_t size, int6
       struct stat st {};
       st.st_ino = ent.ino;
       st.st_mode = DTTOIF(ent.type);
-      size_t need = fuse_add_direntry(req.get(), buf.data() + used, size - used,
-                                      ent.name.c_str(), &st, next);
+      size_t need =
+          fuse_add_direntry(req.get(), buf.data() + used, size - used, ent.name.c_str(), &st, next);
       if (need > size - used) break;
       used += need;
       continue;
@@ -674,8 +677,8 @@ void FuseFrontend::readdir(FuseRequest& req, uint64_t /*ino*/, size_t size, int6
       e.ino = nodes_.ref(joinPath(h->path, ent.name));
       refs.push_back(e.ino);
     }
-    used += fuse_add_direntry_plus(req.get(), buf.data() + used, size - used, ent.name.c_str(),
-                                   &e, next);
+    used += fuse_add_direntry_plus(req.get(), buf.data() + used, size - used, ent.name.c_str(), &e,
+                                   next);
   }
   if (!req.buf(buf.data(), used)) {
     for (uint64_t id : refs) nodes_.forget(id, 1);

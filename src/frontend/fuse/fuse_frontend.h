@@ -41,7 +41,8 @@
 // - Locks: NodeTable::mu_ (rank 50, leaf); stateMu_ (rank 55, leaf: INIT seen, loop done).
 // - Process-wide side effect: start() installs a no-op handler for kWakeSignal
 //   (SIGRTMIN+5) without SA_RESTART, used to interrupt the loop thread's sem_wait() in
-//   stop(); it is unblocked on the loop thread only.
+//   stop(); it is unblocked on the loop thread only. It also routes libfuse's messages
+//   (fuse_set_log_func, libfuse's one global) to util/log.
 #pragma once
 
 #include <sys/stat.h>
@@ -137,8 +138,8 @@ class FuseFrontend final : public Frontend {
 
   fuse_session* session_ = nullptr;
   std::thread loopThread_;
-  bool mounted_ = false;   // attached at the mount point (controlling thread only)
-  bool stopped_ = false;   // controlling thread only
+  bool mounted_ = false;  // attached at the mount point (controlling thread only)
+  bool stopped_ = false;  // controlling thread only
 
   std::mutex stateMu_;  // rank 55 (leaf): initDone_, loopDone_
   std::condition_variable stateCv_;

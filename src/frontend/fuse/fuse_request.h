@@ -24,7 +24,9 @@ class FuseRequest {
     if (pending_) (*pending_)++;
   }
   FuseRequest(FuseRequest&& o) noexcept
-      : req_(std::exchange(o.req_, nullptr)), denied_(o.denied_), pending_(std::exchange(o.pending_, nullptr)) {}
+      : req_(std::exchange(o.req_, nullptr)),
+        denied_(o.denied_),
+        pending_(std::exchange(o.pending_, nullptr)) {}
   FuseRequest& operator=(FuseRequest&&) = delete;
   FuseRequest(const FuseRequest&) = delete;
   FuseRequest& operator=(const FuseRequest&) = delete;
@@ -41,7 +43,9 @@ class FuseRequest {
     return done(fuse_reply_err(take(), e));
   }
   bool entry(const fuse_entry_param& e) { return done(fuse_reply_entry(take(), &e)); }
-  bool attr(const struct stat& st, double timeout) { return done(fuse_reply_attr(take(), &st, timeout)); }
+  bool attr(const struct stat& st, double timeout) {
+    return done(fuse_reply_attr(take(), &st, timeout));
+  }
   bool open(const fuse_file_info& fi) { return done(fuse_reply_open(take(), &fi)); }
   bool buf(const char* data, size_t size) { return done(fuse_reply_buf(take(), data, size)); }
   bool readlink(const char* target) { return done(fuse_reply_readlink(take(), target)); }

@@ -31,8 +31,8 @@ class NodeTable {
   // The kernel drops `n` references to `id` (forget). Unknown ids are ignored.
   void forget(uint64_t id, uint64_t n);
 
-  size_t size() const;                      // ids held, the root included
-  uint64_t lookups(uint64_t id) const;      // 0 if unknown (tests)
+  size_t size() const;                  // ids held, the root included
+  uint64_t lookups(uint64_t id) const;  // 0 if unknown (tests)
 
  private:
   struct Node {

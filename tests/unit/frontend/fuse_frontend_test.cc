@@ -219,7 +219,8 @@ TEST_F(FuseFrontendTest, RandomPreadIsByteForByte) {
     ssize_t n = ::pread(fd, buf.data(), len, static_cast<off_t>(off));
     ASSERT_GE(n, 0) << std::strerror(errno);
     std::string expect = off < want.size() ? want.substr(off, len) : std::string();
-    ASSERT_EQ(std::string(buf.data(), static_cast<size_t>(n)), expect) << "at " << off << "+" << len;
+    ASSERT_EQ(std::string(buf.data(), static_cast<size_t>(n)), expect)
+        << "at " << off << "+" << len;
   }
   ::close(fd);
 }
@@ -253,13 +254,49 @@ TEST_F(FuseFrontendTest, ConcurrentReadersSeeTheSameBytes) {
       for (int i = 0; i < 50; ++i) {
         uint64_t off = rng() % want.size();
         ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
-        if (n < 0 || std::string(buf.data(), static_cast<size_t>(n)) != want.substr(off, buf.size())) bad++;
+        if (n < 0 ||
+            std::string(buf.data(), static_cast<size_t>(n)) != want.substr(off, buf.size()))
+          bad++;
       }
       ::close(fd);
     });
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad, 0);
+}
+
+TEST_F(FuseFrontendTest, ASlowRangeDoesNotStallReadsOfPresentRanges) {
+  const std::string want = patternBytes(kChunk * 40, 5);
+  // Opened before the slow read: an open of a file that is not full drops the kernel's
+  // pages and so waits for reads of that file in flight (kernel behaviour).
+  int fd = ::open(p("part").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);  // no kernel readahead
+  // Present in the cache, not in the kernel's page cache: a read must reach the daemon.
+  ASSERT_TRUE(hydrator_->ensure("part", kChunk * 10, kChunk * 4).isOk());
+  remote_.closeGate();
+  std::thread slow([&] {
+    int sfd = ::open(p("part").c_str(), O_RDONLY | O_CLOEXEC);
+    char sbuf[4096];
+    EXPECT_EQ(::pread(sfd, sbuf, sizeof sbuf, kChunk * 30), static_cast<ssize_t>(sizeof sbuf));
+    EXPECT_EQ(std::string(sbuf, sizeof sbuf), want.substr(kChunk * 30, sizeof sbuf));
+    ::close(sfd);
+  });
+  struct Opener {  // the gate opens even if an assertion below fails
+    FakeRemote& r;
+    std::thread& t;
+    ~Opener() {
+      r.openGate();
+      t.join();
+    }
+  } opener{remote_, slow};
+  ASSERT_TRUE(remote_.waitForBlockedReads(1));
+  const int readsBefore = remote_.reads();
+  char buf[4096];
+  EXPECT_EQ(::pread(fd, buf, sizeof buf, kChunk * 11 + 100), static_cast<ssize_t>(sizeof buf));
+  EXPECT_EQ(std::string(buf, sizeof buf), want.substr(kChunk * 11 + 100, sizeof buf));
+  EXPECT_EQ(remote_.reads(), readsBefore);
+  ::close(fd);
 }
 
 TEST_F(FuseFrontendTest, LookupOfADeepPathListsOnlyTheDirectoriesOnTheWay) {
@@ -309,9 +346,9 @@ TEST_F(FuseFrontendTest, ReaddirShowsTheListing) {
     ::closedir(d);
     return out;
   };
-  EXPECT_EQ(names(""), (std::set<std::string>{".", "..", "a", "other", "small", "big", "rand",
-                                              "mapped", "part", "failing", "conc", "empty",
-                                              "link"}));
+  EXPECT_EQ(names(""),
+            (std::set<std::string>{".", "..", "a", "other", "small", "big", "rand", "mapped",
+                                   "part", "failing", "conc", "empty", "link"}));
   EXPECT_EQ(dirState("other"), cache::kDirUnlisted);
   EXPECT_EQ(names("other"), (std::set<std::string>{".", "..", "x"}));  // opendir lists it
   EXPECT_EQ(dirState("other"), cache::kDirListed);
@@ -404,7 +441,8 @@ TEST_F(FuseFrontendTest, LazyUnmountKeepsServingOpenFilesUntilStop) {
   EXPECT_FALSE(isMounted(mountpoint_));
   char buf[4096];
   ASSERT_EQ(::pread(fd, buf, sizeof buf, kChunk * 3), static_cast<ssize_t>(sizeof buf));
-  EXPECT_EQ(std::string(buf, sizeof buf), patternBytes(kChunk * 16 + 12345, 2).substr(kChunk * 3, 4096));
+  EXPECT_EQ(std::string(buf, sizeof buf),
+            patternBytes(kChunk * 16 + 12345, 2).substr(kChunk * 3, 4096));
   EXPECT_FALSE(frontend_->waitUntilUnused(std::chrono::seconds(0)));
   frontend_->stop();  // the file is still open: its connection is closed
   EXPECT_EQ(::pread(fd, buf, sizeof buf, kChunk * 15), -1);

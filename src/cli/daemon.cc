@@ -15,6 +15,7 @@
 #include "core/hydrator.h"
 #include "core/namespace_populator.h"
 #include "frontend/fanotify/fanotify_frontend.h"
+#include "frontend/fuse/fuse_frontend.h"
 #include "remote/http/http_remote.h"
 #include "remote/localdir/localdir_remote.h"
 #include "util/log.h"
@@ -69,13 +70,7 @@ class Daemon {
         [h = hydrator_.get()](const std::string& path) { h->forget(path); });
     HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
 
-    frontend::FanotifyConfig fc;
-    fc.treePath = cache_->treePath();
-    fc.mountpoint = config_.mountpoint;
-    fc.cacheFsType = cache_->fsTypeName();
-    fc.workers = config_.workers;
-    fc.dirIgnoreMarks = config_.listingTtlSeconds == 0;
-    frontend_ = std::make_unique<frontend::FanotifyFrontend>(fc, *hydrator_, *populator_);
+    frontend_ = makeFrontend();
     HSM_RETURN_IF_ERROR(frontend_->start());
 
     HSM_RETURN_IF_ERROR(ensureRunDir());
@@ -85,6 +80,30 @@ class Daemon {
     MountRecord rec{config_.mountpoint, remote_->describe(), config_.cacheDir, frontend_->name(),
                     socketPathFor(config_.mountpoint), static_cast<int>(::getpid())};
     return writeRecord(rec);
+  }
+
+  std::unique_ptr<frontend::Frontend> makeFrontend() {
+    if (config_.frontend == "fuse") {
+      frontend::FuseConfig fc;
+      fc.treePath = cache_->treePath();
+      fc.mountpoint = config_.mountpoint;
+      fc.workers = config_.workers;
+      fc.fsName = "fanhsm:" + remote_->describe();
+      // Names and attributes change only when a listing is revalidated: the kernel may keep
+      // them for the listing TTL, and at most a minute.
+      double ttl = config_.listingTtlSeconds == 0 ? 60.0
+                                                  : std::min(60.0, double(config_.listingTtlSeconds));
+      fc.entryTimeout = fc.attrTimeout = fc.negativeTimeout = ttl;
+      fc.debug = config_.debug && config_.foreground;
+      return std::make_unique<frontend::FuseFrontend>(fc, *hydrator_, *populator_, *cache_);
+    }
+    frontend::FanotifyConfig fc;
+    fc.treePath = cache_->treePath();
+    fc.mountpoint = config_.mountpoint;
+    fc.cacheFsType = cache_->fsTypeName();
+    fc.workers = config_.workers;
+    fc.dirIgnoreMarks = config_.listingTtlSeconds == 0;
+    return std::make_unique<frontend::FanotifyFrontend>(fc, *hydrator_, *populator_);
   }
 
   std::string sourceName() const { return remote_ ? remote_->describe() : config_.source; }

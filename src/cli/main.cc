@@ -159,13 +159,14 @@ Status checkEmpty(const std::string& mountpoint) {
 
 int doMount(MountConfig config, const std::string& sourceArg, const std::string& mpArg,
             const std::string& cacheArg) {
-  if (config.frontend != "fanotify") {
-    return fail(fmt::format("frontend '{}' is not available in this build (only 'fanotify')",
-                            config.frontend));
+  if (config.frontend != "fanotify" && config.frontend != "fuse") {
+    return fail(fmt::format("unknown frontend '{}': use 'fanotify' or 'fuse'", config.frontend));
   }
   if (!hasCapSysAdmin()) {
-    return fail("mount needs root (CAP_SYS_ADMIN): fanotify pre-content events and mounts are "
-                "privileged");
+    return fail(fmt::format("mount needs root (CAP_SYS_ADMIN): {}",
+                            config.frontend == "fuse"
+                                ? "the daemon's registry and default cache are system-wide"
+                                : "fanotify pre-content events and mounts are privileged"));
   }
   if (isUrl(sourceArg)) {
     config.source = sourceArg;
@@ -175,6 +176,19 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     config.source = *source;
   }
   auto mp = canonicalDir(mpArg, "mount point");
+  if (!mp && mp.status().code() == ENOTCONN) {
+    // A FUSE mount whose daemon died: clear it if it was ours, then look again.
+    auto abs = absoluteNoFollow(mpArg);
+    if (!abs) return fail(abs.status().message());
+    if (!readRecord(*abs)) {
+      return fail(fmt::format("mount point '{}' is a disconnected FUSE mount whose daemon died and "
+                              "that fanhsm has no record of: clear it with 'fusermount3 -u {}'",
+                              *abs, *abs));
+    }
+    Status s = clearStale(*abs);
+    if (!s) return fail(s.message());
+    mp = canonicalDir(mpArg, "mount point");
+  }
   if (!mp) return fail(mp.status().message());
   config.mountpoint = *mp;
   if (!isUrl(config.source) &&
@@ -396,7 +410,8 @@ int main(int argc, char** argv) {
   mount->add_option("SOURCE", sourceArg, "What to mirror: a directory (local, NFS...) or an http(s):// directory listing URL")->required();
   mount->add_option("MOUNTPOINT", mpArg, "Empty directory where the tree appears")->required();
   mount->add_option("--cache", cacheArg, "Cache directory on ext4, xfs or btrfs (default: /var/cache/fanhsm/<mount point>)");
-  mount->add_option("--frontend", config.frontend, "Kernel interface: fanotify")->capture_default_str();
+  mount->add_option("--frontend", config.frontend, "Kernel interface: fanotify (pre-content events, native speed for present files) or fuse "
+                   "(works on any cache filesystem, e.g. tmpfs; every read passes through the daemon)")->capture_default_str();
   mount->add_flag("--foreground,-f", config.foreground, "Stay in the foreground and log to stderr");
   mount->add_option("--chunk-size", chunkArg, "Fetch granularity for a new cache (K/M suffix)")->capture_default_str();
   mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();

@@ -64,7 +64,7 @@ Status FanotifyFrontend::mountView() {
           fmt::format("the cache directory '{}' is on {}, which does not support fanotify "
                       "pre-content events (FAN_PRE_ACCESS needs Linux 6.14+ and ext4, xfs or "
                       "btrfs; tmpfs has none): put the cache on such a filesystem with --cache "
-                      "DIR{}",
+                      "DIR{}, or mount with --frontend fuse, which works on any cache filesystem",
                       config_.treePath.substr(0, config_.treePath.rfind('/')), config_.cacheFsType,
                       config_.cacheFsType == "tmpfs" ? "" : ", or check the kernel version"));
     }

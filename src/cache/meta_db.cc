@@ -98,7 +98,13 @@ class Txn {
 
 constexpr const char* kSelectEntry =
     "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present, "
-    "listed_at FROM entries WHERE path = ?1";
+    "listed_at, pinned, last_access FROM entries WHERE path = ?1";
+
+// Paths strictly below directory `dir` ("" is the root) sort in [lo, hi): '0' follows '/'.
+std::pair<std::string, std::string> subtreeRange(const std::string& dir) {
+  if (dir.empty()) return {"", "\xff"};
+  return {dir + "/", dir + "0"};
+}
 
 }  // namespace
 
@@ -188,6 +194,21 @@ Status MetaDb::migrate() {
     HSM_RETURN_IF_ERROR(exec("ALTER TABLE entries ADD COLUMN listed_at INTEGER NOT NULL DEFAULT 0"));
     HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '2' WHERE key = 'schema_version'"));
     HSM_RETURN_IF_ERROR(txn.commit());
+    version = 2;
+  }
+  if (version == 2) {
+    // v3: cache management — pins, and the last use of each file's content, with an index
+    // that yields release candidates (content, no pin) oldest first without a scan.
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    HSM_RETURN_IF_ERROR(exec("ALTER TABLE entries ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"));
+    HSM_RETURN_IF_ERROR(
+        exec("ALTER TABLE entries ADD COLUMN last_access INTEGER NOT NULL DEFAULT 0"));
+    HSM_RETURN_IF_ERROR(exec(
+        "CREATE INDEX entries_lru ON entries(last_access) "
+        "WHERE type = 0 AND bytes_present > 0 AND pinned = 0"));
+    HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '3' WHERE key = 'schema_version'"));
+    HSM_RETURN_IF_ERROR(txn.commit());
   }
   return Status::ok();
 }
@@ -232,11 +253,13 @@ Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
   r.present = s.blob(7);
   r.bytesPresent = static_cast<uint64_t>(s.i64(8));
   r.listedAt = s.i64(9);
+  r.pinned = s.i64(10) != 0;
+  r.lastAccessNs = s.i64(11);
   return std::optional<EntryRow>(std::move(r));
 }
 
 Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
-  Stmt sel(db_, "SELECT type, version, size FROM entries WHERE path = ?1");
+  Stmt sel(db_, "SELECT type, version, size, pinned FROM entries WHERE path = ?1");
   HSM_RETURN_IF_ERROR(sel.prepared());
   sel.bind(1, path);
   auto row = sel.step();
@@ -253,9 +276,11 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
     HSM_RETURN_IF_ERROR(up.run());
     return false;
   }
+  // A file whose remote version changed keeps its pin (the new content is wanted too).
+  const int64_t pinned = exists && sameType && e.type == EntryType::kFile ? sel.i64(3) : 0;
   Stmt ins(db_,
            "INSERT OR REPLACE INTO entries(path, type, size, mtime_ns, mode, link, version, "
-           "state, present, bytes_present) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0)");
+           "state, present, bytes_present, pinned) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0, ?9)");
   HSM_RETURN_IF_ERROR(ins.prepared());
   ins.bind(1, path)
       .bind(2, static_cast<int64_t>(e.type))
@@ -266,7 +291,8 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
       .bind(7, e.version)
       // An empty file has nothing to fetch: it is complete from the start.
       .bind(8, static_cast<int64_t>(e.type == EntryType::kFile && e.size == 0 ? State::kFull
-                                                                             : State::kEmpty));
+                                                                             : State::kEmpty))
+      .bind(9, pinned);
   HSM_RETURN_IF_ERROR(ins.run());
   return changed;
 }
@@ -320,19 +346,140 @@ Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {
   Txn txn(db_);
   HSM_RETURN_IF_ERROR(txn.begun());
   Stmt s(db_,
-         "UPDATE entries SET state = ?3, present = ?4, bytes_present = ?5 "
-         "WHERE path = ?1 AND version = ?2");
+         "UPDATE entries SET state = ?3, present = ?4, bytes_present = ?5, "
+         "last_access = max(last_access, ?6) WHERE path = ?1 AND version = ?2");
   HSM_RETURN_IF_ERROR(s.prepared());
   for (const auto& u : updates) {
     s.bind(1, u.path)
         .bind(2, u.version)
         .bind(3, static_cast<int64_t>(u.state))
         .bindBlob(4, u.present)
-        .bind(5, static_cast<int64_t>(u.bytesPresent));
+        .bind(5, static_cast<int64_t>(u.bytesPresent))
+        .bind(6, u.accessNs);
     HSM_RETURN_IF_ERROR(s.run());
     s.reset();
   }
   return txn.commit();
+}
+
+Result<size_t> MetaDb::releaseContent(
+    const std::vector<std::pair<std::string, std::string>>& pathVersions) {
+  if (pathVersions.empty()) return size_t{0};
+  std::lock_guard lock(mu_);
+  // WAL with synchronous=NORMAL makes a commit durable only at the next checkpoint; this
+  // one must be on disk before the caller punches holes.
+  HSM_RETURN_IF_ERROR(exec("PRAGMA synchronous=FULL"));
+  size_t updated = 0;
+  Status result = [&]() -> Status {
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    Stmt s(db_,
+           "UPDATE entries SET state = 0, present = NULL, bytes_present = 0 "
+           "WHERE path = ?1 AND version = ?2 AND type = 0");
+    HSM_RETURN_IF_ERROR(s.prepared());
+    for (const auto& [path, version] : pathVersions) {
+      s.bind(1, path).bind(2, version);
+      HSM_RETURN_IF_ERROR(s.run());
+      updated += static_cast<size_t>(sqlite3_changes(db_));
+      s.reset();
+    }
+    return txn.commit();
+  }();
+  Status restore = exec("PRAGMA synchronous=NORMAL");
+  HSM_RETURN_IF_ERROR(result);
+  HSM_RETURN_IF_ERROR(restore);
+  return updated;
+}
+
+Result<std::vector<ReleaseCandidate>> MetaDb::releaseCandidates(size_t limit) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "SELECT path, version, size, bytes_present, mtime_ns, last_access FROM entries "
+         "INDEXED BY entries_lru WHERE type = 0 AND bytes_present > 0 AND pinned = 0 "
+         "ORDER BY last_access LIMIT ?1");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, static_cast<int64_t>(limit));
+  std::vector<ReleaseCandidate> out;
+  while (true) {
+    auto row = s.step();
+    if (!row) return row.status();
+    if (!*row) break;
+    ReleaseCandidate c;
+    c.path = s.text(0);
+    c.version = s.text(1);
+    c.size = static_cast<uint64_t>(s.i64(2));
+    c.bytesPresent = static_cast<uint64_t>(s.i64(3));
+    c.mtimeNs = s.i64(4);
+    c.lastAccessNs = s.i64(5);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+Status MetaDb::touchAccess(const std::string& path, int64_t ns) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "UPDATE entries SET last_access = ?2 WHERE path = ?1 AND last_access < ?2");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, ns);
+  return s.run();
+}
+
+Result<uint64_t> MetaDb::setPinned(const std::string& path, bool pinned) {
+  std::lock_guard lock(mu_);
+  auto [lo, hi] = subtreeRange(path);
+  Stmt s(db_,
+         "UPDATE entries SET pinned = ?4 WHERE type = 0 AND pinned != ?4 AND "
+         "(path = ?1 OR (path >= ?2 AND path < ?3))");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, lo).bind(3, hi).bind(4, int64_t{pinned ? 1 : 0});
+  HSM_RETURN_IF_ERROR(s.run());
+  return static_cast<uint64_t>(sqlite3_changes(db_));
+}
+
+Result<std::vector<FileRef>> MetaDb::filesUnder(const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto [lo, hi] = subtreeRange(path);
+  Stmt s(db_,
+         "SELECT path, size, bytes_present, pinned FROM entries WHERE type = 0 AND "
+         "(path = ?1 OR (path >= ?2 AND path < ?3)) ORDER BY path");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, lo).bind(3, hi);
+  std::vector<FileRef> out;
+  while (true) {
+    auto row = s.step();
+    if (!row) return row.status();
+    if (!*row) break;
+    out.push_back({s.text(0), static_cast<uint64_t>(s.i64(1)), static_cast<uint64_t>(s.i64(2)),
+                   s.i64(3) != 0});
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> MetaDb::unlistedDirsUnder(const std::string& path, size_t limit) {
+  std::lock_guard lock(mu_);
+  auto [lo, hi] = subtreeRange(path);
+  Stmt s(db_,
+         "SELECT path FROM entries WHERE type = 1 AND state = 0 AND "
+         "(path = ?1 OR (path >= ?2 AND path < ?3)) LIMIT ?4");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, lo).bind(3, hi).bind(4, static_cast<int64_t>(limit));
+  std::vector<std::string> out;
+  while (true) {
+    auto row = s.step();
+    if (!row) return row.status();
+    if (!*row) break;
+    out.push_back(s.text(0));
+  }
+  return out;
+}
+
+Result<uint64_t> MetaDb::contentBytes() {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT coalesce(sum(bytes_present), 0) FROM entries WHERE type = 0");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  auto row = s.step();
+  if (!row) return row.status();
+  return static_cast<uint64_t>(s.i64(0));
 }
 
 Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit) {
@@ -353,8 +500,8 @@ Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit) {
 Result<CacheStats> MetaDb::stats() {
   std::lock_guard lock(mu_);
   Stmt s(db_,
-         "SELECT type, state, count(*), sum(size), sum(bytes_present) FROM entries "
-         "GROUP BY type, state");
+         "SELECT type, state, count(*), sum(size), sum(bytes_present), sum(pinned), "
+         "sum(pinned * size) FROM entries GROUP BY type, state");
   HSM_RETURN_IF_ERROR(s.prepared());
   CacheStats st;
   while (true) {
@@ -368,6 +515,8 @@ Result<CacheStats> MetaDb::stats() {
       st.files += n;
       st.bytesTotal += static_cast<uint64_t>(s.i64(3));
       st.bytesPresent += static_cast<uint64_t>(s.i64(4));
+      st.filesPinned += static_cast<uint64_t>(s.i64(5));
+      st.bytesPinned += static_cast<uint64_t>(s.i64(6));
       if (state == static_cast<int>(State::kEmpty)) st.filesEmpty += n;
       if (state == static_cast<int>(State::kPartial)) st.filesPartial += n;
       if (state == static_cast<int>(State::kFull)) st.filesFull += n;

@@ -46,6 +46,8 @@ struct EntryRow {
   std::string present;       // ChunkMap::serialize() for files
   uint64_t bytesPresent = 0;
   int64_t listedAt = 0;      // dirs: when the listing was made or last revalidated (s)
+  bool pinned = false;       // files: content is kept (fetched, never released by the quota)
+  int64_t lastAccessNs = 0;  // files: last known use of the content (eviction order)
 };
 
 struct ContentUpdate {
@@ -54,17 +56,37 @@ struct ContentUpdate {
   State state = State::kEmpty;
   std::string present;
   uint64_t bytesPresent = 0;
+  int64_t accessNs = 0;  // if non-zero: the content was used at this time (CLOCK_REALTIME ns)
+};
+
+// A file whose content may be released, oldest use first.
+struct ReleaseCandidate {
+  std::string path;
+  std::string version;
+  uint64_t size = 0;
+  uint64_t bytesPresent = 0;
+  int64_t mtimeNs = 0;
+  int64_t lastAccessNs = 0;
+};
+
+// A file of a subtree (fetch, pin).
+struct FileRef {
+  std::string path;
+  uint64_t size = 0;
+  uint64_t bytesPresent = 0;
+  bool pinned = false;
 };
 
 struct CacheStats {
   uint64_t files = 0, filesEmpty = 0, filesPartial = 0, filesFull = 0;
   uint64_t dirs = 0, dirsListed = 0, symlinks = 0;
   uint64_t bytesTotal = 0, bytesPresent = 0;
+  uint64_t filesPinned = 0, bytesPinned = 0;  // bytesPinned: full size of pinned files
 };
 
 class MetaDb {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens or creates the index; runs migrations. `path` is the database file.
   static Result<std::unique_ptr<MetaDb>> open(const std::string& path);
@@ -95,6 +117,25 @@ class MetaDb {
 
   // Records content states in one transaction (see durability above).
   Status recordContent(const std::vector<ContentUpdate>& updates);
+
+  // Release: marks files as holding no content (state kEmpty, no chunks), in one
+  // transaction made durable before it returns (the caller punches the bytes out only
+  // after this, so a crash can never leave a recorded chunk that is a hole). Rows whose
+  // version changed meanwhile are left alone. Returns how many rows were updated.
+  Result<size_t> releaseContent(const std::vector<std::pair<std::string, std::string>>& pathVersions);
+  // Files with content and no pin, least recently used first, up to `limit`.
+  Result<std::vector<ReleaseCandidate>> releaseCandidates(size_t limit);
+  // Records that `path`'s content was used at `ns` (only moves forward).
+  Status touchAccess(const std::string& path, int64_t ns);
+  // Sets the pin flag of the file `path`, or of every file below the directory `path`
+  // ("" is the root). Returns the number of files changed.
+  Result<uint64_t> setPinned(const std::string& path, bool pinned);
+  // The files of the subtree at `path` (a file: itself), in path order.
+  Result<std::vector<FileRef>> filesUnder(const std::string& path);
+  // Directories not yet listed at or below `path` ("" is the root), up to `limit`.
+  Result<std::vector<std::string>> unlistedDirsUnder(const std::string& path, size_t limit);
+  // Sum of bytes_present over all files (the quota's measure of the cache's content).
+  Result<uint64_t> contentBytes();
 
   // Directories not yet listed, up to `limit`.
   Result<std::vector<std::string>> unlistedDirs(size_t limit);

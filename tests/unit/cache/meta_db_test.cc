@@ -119,6 +119,80 @@ TEST_F(MetaDbTest, StatsCountByTypeAndState) {
   EXPECT_EQ(st->bytesPresent, 14u);
 }
 
+TEST_F(MetaDbTest, ReleaseCandidatesOldestUseFirstWithoutPinnedOrEmpty) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v"), file("b", 10, "v"), file("c", 10, "v"),
+                                     file("e", 10, "v"), dir("d")},
+                                nullptr)
+                  .isOk());
+  ASSERT_TRUE(db_->applyListing("d", {file("x", 10, "v")}, nullptr).isOk());
+  ASSERT_TRUE(db_->recordContent({{"a", "v", State::kFull, "\x01", 10, 300},
+                                  {"b", "v", State::kPartial, "\x01", 4, 100},
+                                  {"c", "v", State::kFull, "\x01", 10, 200},
+                                  {"d/x", "v", State::kFull, "\x01", 10, 50}})
+                  .isOk());
+  auto pinned = db_->setPinned("d", true);
+  ASSERT_TRUE(pinned.isOk());
+  EXPECT_EQ(*pinned, 1u);  // d/x; directories themselves carry no pin
+  ASSERT_TRUE(db_->touchAccess("b", 400).isOk());
+  ASSERT_TRUE(db_->touchAccess("c", 150).isOk());  // never moves backwards
+  auto c = db_->releaseCandidates(10);
+  ASSERT_TRUE(c.isOk()) << c.status().message();
+  ASSERT_EQ(c->size(), 3u);  // e has no content, d/x is pinned
+  EXPECT_EQ((*c)[0].path, "c");
+  EXPECT_EQ((*c)[1].path, "a");
+  EXPECT_EQ((*c)[2].path, "b");
+  EXPECT_EQ((*c)[2].lastAccessNs, 400);
+  EXPECT_EQ((*c)[1].mtimeNs, 42);
+
+  auto st = db_->stats();
+  ASSERT_TRUE(st.isOk());
+  EXPECT_EQ(st->filesPinned, 1u);
+  EXPECT_EQ(st->bytesPinned, 10u);
+  auto bytes = db_->contentBytes();
+  ASSERT_TRUE(bytes.isOk());
+  EXPECT_EQ(*bytes, 34u);
+}
+
+TEST_F(MetaDbTest, ReleaseContentIsVersionGuarded) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v"), file("b", 10, "v2")}, nullptr).isOk());
+  ASSERT_TRUE(db_->recordContent({{"a", "v", State::kFull, "\x01", 10, 1},
+                                  {"b", "v2", State::kFull, "\x01", 10, 1}})
+                  .isOk());
+  auto n = db_->releaseContent({{"a", "v"}, {"b", "v1"}, {"missing", "v"}});
+  ASSERT_TRUE(n.isOk()) << n.status().message();
+  EXPECT_EQ(*n, 1u);
+  auto a = *db_->get("a");
+  EXPECT_EQ(a->state, static_cast<int>(State::kEmpty));
+  EXPECT_EQ(a->bytesPresent, 0u);
+  EXPECT_TRUE(a->present.empty());
+  EXPECT_EQ((*db_->get("b"))->state, static_cast<int>(State::kFull));
+}
+
+TEST_F(MetaDbTest, PinSurvivesNewRemoteVersionAndSubtreeQueries) {
+  ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1"), dir("d"), dir("d2")}, nullptr).isOk());
+  ASSERT_TRUE(db_->applyListing("d", {file("x", 3, "v"), dir("sub")}, nullptr).isOk());
+  ASSERT_TRUE(db_->setPinned("a", true).isOk());
+  std::vector<std::string> changed;
+  ASSERT_TRUE(db_->applyListing("", {file("a", 11, "v2"), dir("d"), dir("d2")}, &changed).isOk());
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_TRUE((*db_->get("a"))->pinned);
+
+  auto files = db_->filesUnder("d");
+  ASSERT_TRUE(files.isOk());
+  ASSERT_EQ(files->size(), 1u);
+  EXPECT_EQ((*files)[0].path, "d/x");
+  auto all = db_->filesUnder("");
+  ASSERT_TRUE(all.isOk());
+  EXPECT_EQ(all->size(), 2u);
+  auto unlisted = db_->unlistedDirsUnder("d", 10);
+  ASSERT_TRUE(unlisted.isOk());
+  ASSERT_EQ(unlisted->size(), 1u);
+  EXPECT_EQ((*unlisted)[0], "d/sub");
+  auto unlistedAll = db_->unlistedDirsUnder("", 10);
+  ASSERT_TRUE(unlistedAll.isOk());
+  EXPECT_EQ(unlistedAll->size(), 2u);  // d/sub and d2; "d2" must not match the range of "d"
+}
+
 TEST_F(MetaDbTest, PersistsAcrossReopenWithSettings) {
   ASSERT_TRUE(db_->applyListing("", {file("a", 10, "v1")}, nullptr).isOk());
   ASSERT_TRUE(db_->setSetting("source", "dir:/x").isOk());

@@ -6,6 +6,7 @@
 #include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -150,6 +151,12 @@ Status CacheStore::materialize(const std::string& dir, const Entry& e,
         // Drop any old content first: a sparse file of the new size holds no stale bytes.
         if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(e.size)) != 0) {
           return Status::fromErrno(errno, fmt::format("cache truncate '{}'", path));
+        }
+        // The state attribute, readable through the view (getfattr); the Hydrator keeps it
+        // current. Filesystems without user xattrs simply have none.
+        const char* state = stateName(e.size == 0 ? State::kFull : State::kEmpty);
+        if (::fsetxattr(fd, kStateXattr, state, std::strlen(state), 0) != 0 && errno != ENOTSUP) {
+          return Status::fromErrno(errno, fmt::format("cache setxattr '{}'", path));
         }
       }
       if (::fchmod(fd, e.mode ? e.mode : 0644) != 0) {

@@ -33,6 +33,9 @@ inline constexpr int kDirUnlisted = 0;
 inline constexpr int kDirListed = 1;
 
 const char* stateName(State s);
+// Extended attribute on each cache file holding stateName() of its content; visible through
+// the view (getfattr -n user.fanhsm.state FILE).
+inline constexpr char kStateXattr[] = "user.fanhsm.state";
 
 struct EntryRow {
   std::string path;

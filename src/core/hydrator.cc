@@ -1,7 +1,9 @@
 #include "core/hydrator.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -115,12 +117,60 @@ Hydrator::~Hydrator() {
   if (!s) log::error("recording cache state on stop: {}", s.message());
 }
 
+namespace {
+
+int64_t realtimeNs() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+struct timespec toTimespec(int64_t ns) {
+  int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
+  if (nsec < 0) {
+    nsec += 1000000000;
+    sec -= 1;
+  }
+  return {static_cast<time_t>(sec), static_cast<long>(nsec)};
+}
+
+// Gives the cache file the remote's mtime, and the same atime: with relatime (the view's
+// default) the next read through the view then moves atime to the time of that read, which
+// tells the evictor the file was used (see Evictor).
+void restoreTimes(int fd, int64_t mtimeNs, const std::string& path) {
+  struct timespec ts[2] = {toTimespec(mtimeNs), toTimespec(mtimeNs)};
+  if (::futimens(fd, ts) != 0) log::warn("restoring the mtime of '{}': {}", path, std::strerror(errno));
+}
+
+void setStateAttr(int fd, cache::State state, const std::string& path) {
+  const char* v = cache::stateName(state);
+  if (::fsetxattr(fd, cache::kStateXattr, v, std::strlen(v), 0) != 0 && errno != ENOTSUP) {
+    log::warn("setting {} on '{}': {}", cache::kStateXattr, path, std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& path) {
   {
-    std::lock_guard lock(mu_);
-    auto it = files_.find(path);
-    if (it != files_.end()) return it->second;
+    std::unique_lock lock(mu_);
+    while (true) {
+      auto it = files_.find(path);
+      if (it != files_.end()) return it->second;
+      if (!releasing_.contains(path)) break;
+      releasedCv_.wait(lock);  // a release takes milliseconds (no remote I/O)
+    }
+    ++loading_[path];
   }
+  struct LoadingGuard {
+    Hydrator* h;
+    const std::string& path;
+    ~LoadingGuard() {
+      std::lock_guard lock(h->mu_);
+      auto it = h->loading_.find(path);
+      if (--it->second == 0) h->loading_.erase(it);
+    }
+  } loadingGuard{this, path};
   auto row = cache_.db().get(path);
   if (!row) return row.status();
   if (!row->has_value() || (*row)->type != EntryType::kFile) {
@@ -210,18 +260,8 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
                                        sink.next() - begin, end - begin, fs->path, begin));
   }
-  if (published > f->first) {
-    // Writing moved the cache file's mtime; the view must show the remote's.
-    int64_t sec = fs->mtimeNs / 1000000000, nsec = fs->mtimeNs % 1000000000;
-    if (nsec < 0) {
-      nsec += 1000000000;
-      sec -= 1;
-    }
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {sec, nsec}};
-    if (::futimens(fs->fd.get(), ts) != 0) {
-      log::warn("restoring the mtime of '{}': {}", fs->path, std::strerror(errno));
-    }
-  }
+  // Writing moved the cache file's mtime; the view must show the remote's.
+  if (published > f->first) restoreTimes(fs->fd.get(), fs->mtimeNs, fs->path);
   if (s) {
     fetchedBytes_ += end - begin;
   } else {
@@ -355,7 +395,9 @@ Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
                    : (snapshot.empty() ? cache::State::kEmpty : cache::State::kPartial);
     u.present = snapshot.serialize();
     u.bytesPresent = snapshot.bytesPresent();
+    u.accessNs = realtimeNs();
     s = cache_.db().recordContent({u});
+    if (s) setStateAttr(fs->fd.get(), u.state, fs->path);
   }
   std::lock_guard lock(fs->mu);
   if (!s) {
@@ -441,6 +483,130 @@ Result<FileInfo> Hydrator::info(const std::string& path) {
   return fi;
 }
 
+Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseRequest>& files,
+                                                  const std::function<Status(int fd)>& beforePunch) {
+  ReleaseResult result;
+  struct Leased {
+    const ReleaseRequest* req;
+    UniqueFd fd;
+    uint64_t size = 0;
+    int64_t mtimeNs = 0;
+    uint64_t bytesPresent = 0;
+  };
+  std::vector<Leased> leased;
+  std::vector<std::string> claimed;  // in releasing_
+  std::vector<std::shared_ptr<FileState>> unloaded;  // destroyed outside mu_
+  // 1. Claim the paths: unload idle files, refuse busy ones, block loads.
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& r : files) {
+      if (releasing_.contains(r.path) || loading_.contains(r.path)) {
+        result.busy++;
+        continue;
+      }
+      auto it = files_.find(r.path);
+      if (it != files_.end()) {
+        auto& fs = it->second;
+        bool idle = fs.use_count() == 1;
+        if (idle) {
+          std::lock_guard fl(fs->mu);
+          idle = !fs->dirty && fs->flights.empty();
+        }
+        if (!idle) {
+          result.busy++;
+          continue;
+        }
+        unloaded.push_back(std::move(fs));
+        files_.erase(it);
+      }
+      releasing_.insert(r.path);
+      claimed.push_back(r.path);
+    }
+  }
+  unloaded.clear();  // closes the read-write descriptors this class held
+  struct Unclaim {
+    Hydrator* h;
+    std::vector<std::string>& paths;
+    ~Unclaim() {
+      {
+        std::lock_guard lock(h->mu_);
+        for (const auto& p : paths) h->releasing_.erase(p);
+      }
+      h->releasedCv_.notify_all();
+    }
+  } unclaim{this, claimed};
+
+  // 2. Lease every claimed file no one has open.
+  std::unordered_set<std::string> claimedSet(claimed.begin(), claimed.end());
+  for (const auto& r : files) {
+    if (!claimedSet.contains(r.path)) continue;
+    auto fd = cache_.openBeneath(r.path, O_RDWR | O_NOFOLLOW);
+    if (!fd) {
+      result.gone++;
+      continue;
+    }
+    if (::fcntl(fd->get(), F_SETLEASE, F_WRLCK) != 0) {
+      if (errno != EAGAIN && errno != EBUSY) {
+        log::warn("release '{}': write lease: {}", r.path, std::strerror(errno));
+      }
+      result.busy++;
+      continue;
+    }
+    auto row = cache_.db().get(r.path);
+    if (!row || !row->has_value() || (*row)->version != r.version ||
+        (*row)->type != EntryType::kFile) {
+      ::fcntl(fd->get(), F_SETLEASE, F_UNLCK);
+      result.gone++;
+      continue;
+    }
+    leased.push_back({&r, std::move(*fd), (*row)->size, (*row)->mtimeNs, (*row)->bytesPresent});
+  }
+  auto unlease = [&] {
+    for (auto& l : leased) ::fcntl(l.fd.get(), F_SETLEASE, F_UNLCK);
+  };
+  // 3. No one can open them now.
+  std::erase_if(leased, [&](Leased& l) {
+    Status s = beforePunch(l.fd.get());
+    if (s) return false;
+    log::warn("release '{}': {}; keeping its content", l.req->path, s.message());
+    ::fcntl(l.fd.get(), F_SETLEASE, F_UNLCK);
+    result.failed++;
+    return true;
+  });
+  // 4. Record them empty, durably, before a single byte is punched out.
+  std::vector<std::pair<std::string, std::string>> pv;
+  pv.reserve(leased.size());
+  for (auto& l : leased) pv.emplace_back(l.req->path, l.req->version);
+  auto recorded = cache_.db().releaseContent(pv);
+  if (!recorded) {
+    unlease();
+    return recorded.status();
+  }
+  // 5. Punch.
+  Status firstError;
+  for (auto& l : leased) {
+    // Past EOF up to a block boundary: a partial last block is otherwise only zeroed, not
+    // freed (KEEP_SIZE leaves the size alone).
+    const uint64_t punchLen = (l.size + 65535) & ~uint64_t{65535};
+    if (l.size > 0 && ::fallocate(l.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                                  static_cast<off_t>(punchLen)) != 0) {
+      // Recorded empty already: the bytes left behind are fetched again, never trusted.
+      if (firstError) firstError = Status::fromErrno(errno, fmt::format("punch '{}'", l.req->path));
+    }
+    restoreTimes(l.fd.get(), l.mtimeNs, l.req->path);
+    setStateAttr(l.fd.get(), l.size == 0 ? cache::State::kFull : cache::State::kEmpty, l.req->path);
+    result.files++;
+    result.bytes += l.bytesPresent;
+  }
+  // 6. Let blocked opens continue.
+  unlease();
+  releasedFiles_ += result.files;
+  releasedBytes_ += result.bytes;
+  releaseBusy_ += result.busy;
+  if (!firstError) log::warn("release: {}", firstError.message());
+  return result;
+}
+
 void Hydrator::forget(const std::string& path) {
   std::lock_guard lock(mu_);
   const std::string below = path + "/";
@@ -458,6 +624,9 @@ HydratorStats Hydrator::stats() const {
   s.readaheadFetches = readaheadFetches_;
   s.waits = waits_;
   s.filesCompleted = filesCompleted_;
+  s.releasedFiles = releasedFiles_;
+  s.releasedBytes = releasedBytes_;
+  s.releaseBusy = releaseBusy_;
   return s;
 }
 

@@ -32,7 +32,10 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <functional>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "cache/cache_store.h"
 #include "remote/remote.h"
@@ -63,6 +66,9 @@ struct HydratorStats {
   uint64_t readaheadFetches = 0;
   uint64_t waits = 0;            // requests that waited for another request's fetch
   uint64_t filesCompleted = 0;
+  uint64_t releasedFiles = 0;  // release(): files whose content was freed
+  uint64_t releasedBytes = 0;
+  uint64_t releaseBusy = 0;    // release(): files skipped because in use
 };
 
 class Hydrator {
@@ -79,6 +85,38 @@ class Hydrator {
   Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length);
 
   Result<FileInfo> info(const std::string& path);
+
+  // Frees the content of files no one uses, race-free (docs/SEMANTICS.md, "Releasing"):
+  //  1. a file loaded here with fetches running, chunks not yet recorded, or a caller
+  //     inside ensure() is busy; otherwise it is unloaded, and loads of it wait until 6.
+  //  2. the cache file is opened read-write and a write lease taken (F_SETLEASE F_WRLCK).
+  //     The kernel grants it only if no other open file of the inode exists anywhere
+  //     (readers, mmaps, fanotify event fds, FUSE handles); while it is held, every open
+  //     of the file blocks. Not granted: busy.
+  //  3. `beforePunch(fd)` runs (the fanotify frontend drops its ignore mark there, so the
+  //     next read raises an event again); if it fails, the file keeps its content.
+  //  4. the files are recorded as empty, in one durable transaction (version-guarded: a
+  //     file whose remote version changed meanwhile is left alone);
+  //  5. their bytes are punched out (FALLOC_FL_PUNCH_HOLE), mtime restored, state
+  //     attribute set to "empty";
+  //  6. the leases are dropped: blocked opens continue and see an empty file that fetches
+  //     on read. A crash between 4 and 5 leaves bytes that are fetched again; a recorded
+  //     chunk is never a hole.
+  // Busy files are counted, not waited for. The process must ignore SIGIO (the kernel
+  // signals the lease holder when an open blocks; the lease is short-lived anyway).
+  struct ReleaseRequest {
+    std::string path;
+    std::string version;  // as in the index
+  };
+  struct ReleaseResult {
+    uint64_t files = 0;  // released
+    uint64_t bytes = 0;  // bytes_present they held
+    uint64_t busy = 0;   // in use: skipped
+    uint64_t gone = 0;   // changed or removed meanwhile: skipped
+    uint64_t failed = 0; // beforePunch failed: kept
+  };
+  Result<ReleaseResult> release(const std::vector<ReleaseRequest>& files,
+                                const std::function<Status(int fd)>& beforePunch);
 
   // Forgets what is loaded for `path` and everything below it (the remote changed or
   // removed it): the next request loads the index's new state. Fetches still running for
@@ -107,11 +145,14 @@ class Hydrator {
   cache::CacheStore& cache_;
   const HydratorConfig config_;
 
-  std::mutex mu_;  // rank 10: files_
+  std::mutex mu_;  // rank 10: files_, loading_, releasing_
+  std::condition_variable releasedCv_;  // releasing_ shrank
   std::unordered_map<std::string, std::shared_ptr<FileState>> files_;
+  std::unordered_map<std::string, int> loading_;  // paths being loaded by file(): count
+  std::unordered_set<std::string> releasing_;     // paths inside release(): no loads
 
   std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
-      waits_{0}, filesCompleted_{0};
+      waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0};
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
   std::condition_variable syncCv_;

@@ -39,6 +39,13 @@ class Frontend {
   // open, or `limit` passes. Returns true if the view is unused.
   virtual bool waitUntilUnused(std::chrono::seconds limit) = 0;
   virtual FrontendStats stats() const = 0;
+  // The content of the cache file open as `fd` is about to be released (Hydrator::release,
+  // step 3: no one has the file open and no one can open it until the release ends).
+  // Undo anything that lets reads of it bypass the frontend; an error keeps the content.
+  virtual Status beforeRelease(int fd) {
+    (void)fd;
+    return Status::ok();
+  }
   virtual const char* name() const = 0;
 };
 

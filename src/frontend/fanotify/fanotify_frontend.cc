@@ -234,6 +234,17 @@ void FanotifyFrontend::addIgnoreMark(int groupFd, int fd, uint64_t mask) {
   ignoreMarks_++;
 }
 
+Status FanotifyFrontend::beforeRelease(int fd) {
+  // ENOENT: no ignore mark (never full, or the kernel evicted the evictable mark). Any
+  // other failure must keep the content: reads of a marked file would see the holes.
+  if (::fanotify_mark(contentGroup_.get(), FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS, fd,
+                      nullptr) != 0 &&
+      errno != ENOENT) {
+    return Status::fromErrno(errno, "removing the fanotify ignore mark");
+  }
+  return Status::ok();
+}
+
 Result<std::string> FanotifyFrontend::relPathOf(int fd) const {
   char link[64];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);

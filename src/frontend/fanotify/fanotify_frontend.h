@@ -58,6 +58,8 @@ class FanotifyFrontend final : public Frontend {
   Status unmount(bool lazy) override;
   void stop() override;
   bool waitUntilUnused(std::chrono::seconds limit) override;
+  // Removes the file's FAN_PRE_ACCESS ignore mark: its next read raises an event again.
+  Status beforeRelease(int fd) override;
   FrontendStats stats() const override;
   const char* name() const override { return "fanotify"; }
 

@@ -30,7 +30,7 @@ extern char** environ;
 namespace hsm::frontend {
 namespace {
 
-constexpr char kStateXattr[] = "user.fanhsm.state";
+using cache::kStateXattr;
 constexpr auto kInitTimeout = std::chrono::seconds(10);
 
 void wakeHandler(int /*sig*/) {}

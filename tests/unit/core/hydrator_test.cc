@@ -1,8 +1,12 @@
 #include "core/hydrator.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -192,6 +196,152 @@ TEST_F(HydratorTest, RecordedStateSurvivesRestartAndUnrecordedIsRefetched) {
   EXPECT_EQ(remote_.reads(), reads);
   ASSERT_TRUE(hydrator_->ensure("big", kChunk * 19, kChunk).isOk());
   EXPECT_EQ(remote_.reads(), reads + 1);
+}
+
+// Release tests: the lease protocol of Hydrator::release.
+class HydratorReleaseTest : public HydratorTest {
+ protected:
+  void SetUp() override {
+    ::signal(SIGIO, SIG_IGN);  // as the daemon does: lease breaks are not fatal
+    HydratorTest::SetUp();
+  }
+  Hydrator::ReleaseRequest request(const std::string& path) {
+    auto row = cache_->db().get(path);
+    EXPECT_TRUE(row.isOk() && row->has_value());
+    return {path, (*row)->version};
+  }
+  std::string stateAttr(const std::string& path) {
+    auto fd = cache_->openBeneath(path, O_RDONLY);
+    EXPECT_TRUE(fd.isOk());
+    char buf[32] = {};
+    ssize_t n = ::fgetxattr(fd->get(), cache::kStateXattr, buf, sizeof buf - 1);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  }
+  static Status noHook(int) { return Status::ok(); }
+};
+
+TEST_F(HydratorReleaseTest, FreesContentAndRefetchesByteForByte) {
+  const std::string src = patternBytes(kChunk * 20 + 123, 2);
+  ASSERT_TRUE(hydrator_->ensure("big", 0, UINT64_MAX).isOk());
+  EXPECT_EQ(stateAttr("big"), "full");
+  int hooked = 0;
+  auto r = hydrator_->release({request("big")}, [&](int fd) {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    hooked++;
+    return Status::ok();
+  });
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_EQ(r->files, 1u);
+  EXPECT_EQ(r->bytes, src.size());
+  EXPECT_EQ(r->busy, 0u);
+  EXPECT_EQ(hooked, 1);
+  auto row = cache_->db().get("big");
+  EXPECT_EQ((*row)->state, static_cast<int>(cache::State::kEmpty));
+  EXPECT_EQ((*row)->bytesPresent, 0u);
+  EXPECT_EQ(stateAttr("big"), "empty");
+  auto fd = cache_->openBeneath("big", O_RDONLY);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd->get(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), src.size());  // full size, all holes
+  errno = 0;
+  EXPECT_EQ(::lseek(fd->get(), 0, SEEK_DATA), -1);  // no data anywhere: all holes
+  EXPECT_EQ(errno, ENXIO);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1'700'000'000);  // the remote's mtime is kept
+  EXPECT_EQ(st.st_mtim.tv_nsec, 123'456'789);
+  fd->reset();
+  auto info = hydrator_->info("big");
+  EXPECT_EQ(info->state, cache::State::kEmpty);
+
+  const int reads = remote_.reads();
+  auto again = hydrator_->ensure("big", 0, UINT64_MAX);
+  ASSERT_TRUE(again.isOk());
+  EXPECT_TRUE(*again);
+  EXPECT_GT(remote_.reads(), reads);
+  EXPECT_EQ(cached("big", 0, src.size() + 10), src);
+}
+
+TEST_F(HydratorReleaseTest, FileOpenElsewhereIsBusyAndKeepsItsBytes) {
+  ASSERT_TRUE(hydrator_->ensure("small", 0, UINT64_MAX).isOk());
+  auto reader = cache_->openBeneath("small", O_RDONLY);  // a reader of the view, say
+  ASSERT_TRUE(reader.isOk());
+  auto r = hydrator_->release({request("small")}, noHook);
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->files, 0u);
+  EXPECT_EQ(r->busy, 1u);
+  EXPECT_EQ((*cache_->db().get("small"))->state, static_cast<int>(cache::State::kFull));
+  EXPECT_EQ(cached("small", 0, 1000), patternBytes(1000, 1));
+  reader->reset();
+  r = hydrator_->release({request("small")}, noHook);
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->files, 1u);
+}
+
+TEST_F(HydratorReleaseTest, FileWithAFetchInFlightIsBusy) {
+  remote_.closeGate();
+  std::thread t([&] { EXPECT_TRUE(hydrator_->ensure("big", 0, kChunk).isOk()); });
+  ASSERT_TRUE(remote_.waitForBlockedReads(1));
+  auto r = hydrator_->release({request("big")}, noHook);
+  remote_.openGate();
+  t.join();
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->busy, 1u);
+  EXPECT_EQ(r->files, 0u);
+  EXPECT_EQ(cached("big", 0, kChunk), patternBytes(kChunk * 20 + 123, 2).substr(0, kChunk));
+}
+
+TEST_F(HydratorReleaseTest, ChangedVersionOrFailedHookKeepsContent) {
+  ASSERT_TRUE(hydrator_->ensure("small", 0, UINT64_MAX).isOk());
+  auto r = hydrator_->release({{"small", "not-the-version"}}, noHook);
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->gone, 1u);
+  r = hydrator_->release({request("small")},
+                         [](int) { return Status::error(EPERM, "mark removal refused"); });
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->failed, 1u);
+  EXPECT_EQ(r->files, 0u);
+  EXPECT_EQ((*cache_->db().get("small"))->state, static_cast<int>(cache::State::kFull));
+  EXPECT_EQ(cached("small", 0, 1000), patternBytes(1000, 1));
+}
+
+TEST_F(HydratorReleaseTest, ReadersRacingReleasesNeverSeeHoles) {
+  // Readers load, ensure and read the file while releases run: every read equals the
+  // source (a release either finds the file busy or completes before the load).
+  const std::string src = patternBytes(kChunk * 20 + 123, 2);
+  std::atomic<bool> stop{false};
+  std::atomic<int> mismatches{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 3; ++i) {
+    readers.emplace_back([&, i] {
+      uint64_t off = static_cast<uint64_t>(i) * 3 * kChunk + 7;
+      while (!stop) {
+        // Like a frontend: open the file, then make the range present, then read.
+        auto fd = cache_->openBeneath("big", O_RDONLY);
+        if (!fd) continue;
+        auto r = hydrator_->ensure("big", off, 5000);
+        if (!r) continue;
+        std::string buf(5000, '\0');
+        ssize_t n = ::pread(fd->get(), buf.data(), buf.size(), static_cast<off_t>(off));
+        if (n != 5000 || buf != src.substr(off, 5000)) mismatches++;
+        reads++;
+        fd->reset();
+        std::this_thread::sleep_for(std::chrono::microseconds(500));  // let releases in
+      }
+    });
+  }
+  uint64_t released = 0;
+  for (int i = 0; i < 2000 && (released < 20 || reads < 200); ++i) {
+    auto r = hydrator_->release({request("big")}, noHook);
+    ASSERT_TRUE(r.isOk());
+    released += r->files;
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_GT(reads, 0);
+  EXPECT_GT(released, 0u);
 }
 
 TEST_F(HydratorTest, UnknownPathIsEnoent) {

@@ -1,0 +1,145 @@
+#include "core/evictor.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <unordered_set>
+
+#include "util/log.h"
+
+namespace hsm::core {
+
+Evictor::Evictor(Hydrator& hydrator, cache::CacheStore& cache, EvictorConfig config,
+                 std::function<Status(int fd)> beforePunch)
+    : hydrator_(hydrator), cache_(cache), config_(config), beforePunch_(std::move(beforePunch)) {}
+
+Evictor::~Evictor() { stop(); }
+
+void Evictor::start() {
+  if (config_.quotaBytes == 0 || thread_.joinable()) return;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Evictor::stop() {
+  {
+    std::lock_guard lock(wakeMu_);
+    stopping_ = true;
+  }
+  wakeCv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Evictor::kick() {
+  {
+    std::lock_guard lock(wakeMu_);
+    kicked_ = true;
+  }
+  wakeCv_.notify_all();
+}
+
+void Evictor::loop() {
+  while (true) {
+    {
+      std::unique_lock lock(wakeMu_);
+      wakeCv_.wait_for(lock, config_.interval, [this] { return stopping_ || kicked_; });
+      if (stopping_) return;
+      kicked_ = false;
+    }
+    auto r = runPass();
+    if (!r) {
+      errors_++;
+      log::warn("eviction: {}", r.status().message());
+    }
+  }
+}
+
+bool Evictor::usedSince(const cache::ReleaseCandidate& c) {
+  auto fd = cache_.openBeneath(c.path, O_RDONLY | O_NOFOLLOW);
+  if (!fd) return false;
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0) return false;
+  // Armed: atime == mtime. Any read since then (relatime) moved atime.
+  if (st.st_atim.tv_sec == st.st_mtim.tv_sec && st.st_atim.tv_nsec == st.st_mtim.tv_nsec) {
+    return false;
+  }
+  const int64_t atimeNs = static_cast<int64_t>(st.st_atim.tv_sec) * 1000000000 + st.st_atim.tv_nsec;
+  Status s = cache_.db().touchAccess(c.path, atimeNs);
+  if (!s) log::warn("eviction: recording the use of '{}': {}", c.path, s.message());
+  struct timespec ts[2] = {st.st_mtim, {0, UTIME_OMIT}};
+  if (::futimens(fd->get(), ts) != 0) {
+    log::warn("eviction: re-arming the atime of '{}': {}", c.path, std::strerror(errno));
+  }
+  return atimeNs > c.lastAccessNs;
+}
+
+Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
+  std::lock_guard pass(passMu_);
+  passes_++;
+  auto usage = cache_.db().contentBytes();
+  if (!usage) return usage.status();
+  uint64_t used = *usage;
+  const auto quota = static_cast<double>(config_.quotaBytes);
+  const bool over = config_.quotaBytes > 0 && static_cast<double>(used) > quota * config_.highWatermark;
+  uint64_t target = targetBytes;
+  if (target == UINT64_MAX) {
+    target = config_.quotaBytes > 0 ? static_cast<uint64_t>(quota * config_.lowWatermark) : 0;
+  }
+  EvictorStats pass_stats;
+  if (over || force) {
+    std::unordered_set<std::string> seen;  // handled in this pass (released, busy, spared)
+    // Bounded: every round marks at least one new candidate as seen, or ends the pass.
+    for (int round = 0; round < 100000 && used > target; ++round) {
+      auto cands = cache_.db().releaseCandidates(seen.size() + config_.batch);
+      if (!cands) return cands.status();
+      std::vector<Hydrator::ReleaseRequest> reqs;
+      size_t fresh = 0;
+      for (const auto& c : *cands) {
+        if (fresh == config_.batch) break;
+        if (!seen.insert(c.path).second) continue;
+        ++fresh;
+        if (usedSince(c)) {
+          pass_stats.secondChances++;
+          continue;
+        }
+        reqs.push_back({c.path, c.version});
+      }
+      if (fresh == 0) break;  // nothing left that could be released
+      if (reqs.empty()) continue;
+      auto r = hydrator_.release(reqs, beforePunch_);
+      if (!r) return r.status();
+      pass_stats.filesReleased += r->files;
+      pass_stats.bytesReleased += r->bytes;
+      pass_stats.busy += r->busy;
+      pass_stats.errors += r->failed;
+      used = used > r->bytes ? used - r->bytes : 0;
+    }
+    if (pass_stats.filesReleased > 0 || pass_stats.busy > 0) {
+      log::info("eviction: released {} files ({} bytes), {} busy, {} read again; usage {} of {}",
+                pass_stats.filesReleased, pass_stats.bytesReleased, pass_stats.busy,
+                pass_stats.secondChances, used, config_.quotaBytes);
+    }
+  }
+  filesReleased_ += pass_stats.filesReleased;
+  bytesReleased_ += pass_stats.bytesReleased;
+  busy_ += pass_stats.busy;
+  secondChances_ += pass_stats.secondChances;
+  errors_ += pass_stats.errors;
+  usage_ = used;
+  pass_stats.passes = 1;
+  pass_stats.usageBytes = used;
+  return pass_stats;
+}
+
+EvictorStats Evictor::stats() const {
+  EvictorStats s;
+  s.passes = passes_;
+  s.filesReleased = filesReleased_;
+  s.bytesReleased = bytesReleased_;
+  s.busy = busy_;
+  s.secondChances = secondChances_;
+  s.errors = errors_;
+  s.usageBytes = usage_;
+  return s;
+}
+
+}  // namespace hsm::core

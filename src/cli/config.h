@@ -19,6 +19,9 @@ struct MountConfig {
   size_t crawlParallel = 4;
   int listingTtlSeconds = 300;  // 0: listings never expire
   size_t workers = 16;
+  uint64_t cacheSize = 0;        // quota on present content in bytes; 0: none
+  double cacheHigh = 0.90;       // eviction starts above this fraction of cacheSize
+  double cacheLow = 0.80;        // ... and frees down to this one
   bool debug = false;
   // HTTP sources
   bool insecure = false;

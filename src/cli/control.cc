@@ -65,6 +65,8 @@ Status writeAll(int fd, const std::string& s) {
   return Status::ok();
 }
 
+Result<UniqueFd> connectAndSend(const std::string& socketPath, const nlohmann::json& request);
+
 }  // namespace
 
 Result<UniqueFd> listenControl(const std::string& socketPath) {
@@ -93,8 +95,9 @@ Status writeResponse(int conn, const nlohmann::json& response) {
   return writeAll(conn, response.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-Result<nlohmann::json> callDaemon(const std::string& socketPath, const nlohmann::json& request,
-                                  int timeoutMs) {
+namespace {
+
+Result<UniqueFd> connectAndSend(const std::string& socketPath, const nlohmann::json& request) {
   auto addr = addressOf(socketPath);
   if (!addr) return addr.status();
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -103,7 +106,56 @@ Result<nlohmann::json> callDaemon(const std::string& socketPath, const nlohmann:
     return Status::fromErrno(errno, fmt::format("connect to the daemon at '{}'", socketPath));
   }
   HSM_RETURN_IF_ERROR(writeAll(fd.get(), request.dump() + "\n"));
-  auto line = readLine(fd.get(), timeoutMs);
+  return fd;
+}
+
+}  // namespace
+
+Result<nlohmann::json> callDaemonStream(const std::string& socketPath,
+                                        const nlohmann::json& request,
+                                        const std::function<void(const nlohmann::json&)>& onProgress,
+                                        int stallMs, const volatile sig_atomic_t* interrupted) {
+  auto fd = connectAndSend(socketPath, request);
+  if (!fd) return fd.status();
+  std::string data;
+  char buf[4096];
+  auto lastHeard = std::chrono::steady_clock::now();
+  while (true) {
+    if (interrupted && *interrupted) return Status::error(EINTR, "interrupted");
+    auto nl = data.find('\n');
+    if (nl != std::string::npos) {
+      auto j = nlohmann::json::parse(data.substr(0, nl), nullptr, false);
+      data.erase(0, nl + 1);
+      if (j.is_discarded() || !j.is_object()) {
+        return Status::error(EPROTO, "malformed answer from the daemon");
+      }
+      if (!j.contains("progress")) return j;
+      onProgress(j["progress"]);
+      continue;
+    }
+    if (std::chrono::steady_clock::now() - lastHeard > std::chrono::milliseconds(stallMs)) {
+      return Status::error(ETIMEDOUT, "the daemon sent nothing in time");
+    }
+    struct pollfd p = {fd->get(), POLLIN, 0};
+    int r = ::poll(&p, 1, 200);
+    if (r <= 0) continue;  // EINTR or timeout: check `interrupted` and the stall bound
+    ssize_t n = ::read(fd->get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return Status::fromErrno(errno, "read control socket");
+    }
+    if (n == 0) return Status::error(EPROTO, "the daemon closed the connection before an answer");
+    data.append(buf, static_cast<size_t>(n));
+    if (data.size() > kMaxMessage) return Status::error(EMSGSIZE, "control message too large");
+    lastHeard = std::chrono::steady_clock::now();
+  }
+}
+
+Result<nlohmann::json> callDaemon(const std::string& socketPath, const nlohmann::json& request,
+                                  int timeoutMs) {
+  auto fd = connectAndSend(socketPath, request);
+  if (!fd) return fd.status();
+  auto line = readLine(fd->get(), timeoutMs);
   if (!line) return line.status().withContext("daemon");
   auto j = nlohmann::json::parse(*line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::error(EPROTO, "malformed answer from the daemon");

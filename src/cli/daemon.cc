@@ -6,12 +6,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "cache/cache_store.h"
+#include "cli/cache_jobs.h"
 #include "cli/control.h"
 #include "cli/registry.h"
+#include "core/evictor.h"
 #include "core/hydrator.h"
 #include "core/namespace_populator.h"
 #include "frontend/fanotify/fanotify_frontend.h"
@@ -64,6 +69,8 @@ class Daemon {
     core::HydratorConfig hc;
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
+    // evictor_ is set below, before the frontend starts: no fetch can run before that.
+    hc.onCacheFull = [this] { evictor_->kick(true); };
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
     populator_ = std::make_unique<core::NamespacePopulator>(
         *remote_, *cache_, config_.crawlParallel, std::chrono::seconds(config_.listingTtlSeconds),
@@ -71,7 +78,14 @@ class Daemon {
     HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
 
     frontend_ = makeFrontend();
+    core::EvictorConfig ec;
+    ec.quotaBytes = config_.cacheSize;
+    ec.highWatermark = config_.cacheHigh;
+    ec.lowWatermark = config_.cacheLow;
+    evictor_ = std::make_unique<core::Evictor>(
+        *hydrator_, *cache_, ec, [f = frontend_.get()](int fd) { return f->beforeRelease(fd); });
     HSM_RETURN_IF_ERROR(frontend_->start());
+    evictor_->start();
 
     HSM_RETURN_IF_ERROR(ensureRunDir());
     auto ctl = listenControl(socketPathFor(config_.mountpoint));
@@ -140,12 +154,18 @@ class Daemon {
   }
 
   void shutdown() {
+    // Jobs and eviction first: they use the frontend (beforeRelease) and the Hydrator.
+    stopping_ = true;
+    for (auto& j : jobs_) j.thread.join();
+    jobs_.clear();
+    if (evictor_) evictor_->stop();
     if (frontend_) frontend_->stop();
     if (populator_) populator_->stop();
     if (hydrator_) {
       Status s = hydrator_->flush();
       if (!s) log::error("recording cache state: {}", s.message());
     }
+    evictor_.reset();
     frontend_.reset();
     populator_.reset();
     hydrator_.reset();
@@ -183,6 +203,18 @@ class Daemon {
     UniqueFd conn(::accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!conn) return;
     auto req = readRequest(conn.get());
+    if (req && isCacheJob(req->value("op", ""))) {
+      // Long: served on a thread of its own, so status and umount stay responsive.
+      reapJobs();
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      std::thread t([this, done, c = std::make_shared<UniqueFd>(std::move(conn)), r = *req] {
+        JobContext ctx{*hydrator_, *populator_, *cache_, *frontend_, stopping_};
+        runCacheJob(ctx, c->get(), r);
+        *done = true;
+      });
+      jobs_.push_back({std::move(t), done});
+      return;
+    }
     nlohmann::json resp;
     if (!req) {
       resp = {{"ok", false}, {"error", req.status().message()}, {"errno", req.status().code()}};
@@ -208,6 +240,15 @@ class Daemon {
     if (!w) log::warn("control: {}", w.message());
   }
 
+  // Joins the job threads that have ended.
+  void reapJobs() {
+    std::erase_if(jobs_, [](Job& j) {
+      if (!*j.done) return false;
+      j.thread.join();
+      return true;
+    });
+  }
+
   nlohmann::json status(const std::string& path) {
     if (!validateRelPath(path)) return {{"ok", false}, {"error", "bad path"}, {"errno", EINVAL}};
     if (!path.empty()) {
@@ -228,6 +269,7 @@ class Daemon {
         j["size"] = fi->size;
         j["bytes_present"] = fi->bytesPresent;
         j["bytes_durable"] = fi->bytesDurable;
+        j["pinned"] = r.pinned;
       } else if (r.type == EntryType::kDir) {
         j["type"] = "dir";
         j["state"] = r.state == cache::kDirListed ? "listed" : "unlisted";
@@ -242,6 +284,7 @@ class Daemon {
     auto crawl = populator_->stats();
     auto fe = frontend_->stats();
     auto hs = hydrator_->stats();
+    auto es = evictor_->stats();
     return {{"ok", true},
             {"mountpoint", config_.mountpoint},
             {"source", remote_->describe()},
@@ -255,6 +298,12 @@ class Daemon {
             {"files", {{"total", st->files}, {"empty", st->filesEmpty}, {"partial", st->filesPartial}, {"full", st->filesFull}}},
             {"dirs", {{"total", st->dirs}, {"listed", st->dirsListed}}},
             {"symlinks", st->symlinks},
+            {"cache_size", config_.cacheSize},
+            {"pinned", {{"files", st->filesPinned}, {"bytes", st->bytesPinned}}},
+            {"eviction", {{"high", config_.cacheHigh}, {"low", config_.cacheLow},
+                          {"passes", es.passes}, {"files", hs.releasedFiles}, {"bytes", hs.releasedBytes},
+                          {"busy", hs.releaseBusy}, {"second_chances", es.secondChances},
+                          {"cache_full", es.cacheFull}, {"errors", es.errors}}},
             {"crawl", {{"done", crawl.done}, {"dirs_listed", crawl.dirsListed}, {"dirs_queued", crawl.dirsQueued},
                        {"dirs_active", crawl.dirsActive}, {"entries", crawl.entriesAdded},
                        {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds},
@@ -272,7 +321,14 @@ class Daemon {
   std::unique_ptr<core::Hydrator> hydrator_;
   std::unique_ptr<core::NamespacePopulator> populator_;
   std::unique_ptr<frontend::Frontend> frontend_;
+  std::unique_ptr<core::Evictor> evictor_;
   UniqueFd control_;
+  std::atomic<bool> stopping_{false};  // tells running jobs to end
+  struct Job {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Job> jobs_;  // cache jobs (fetch, release, pin, unpin); control thread only
   bool stop_ = false;
   bool lazyDrain_ = false;
 
@@ -296,6 +352,9 @@ int runDaemon(const MountConfig& config, int readyFd) {
   sigaddset(&mask, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // Releasing content takes short write leases (Hydrator::release); an open that breaks
+  // one signals the holder with SIGIO, whose default action would end the daemon.
+  ::signal(SIGIO, SIG_IGN);
   UniqueFd sigFd(::signalfd(-1, &mask, SFD_CLOEXEC));
   if (!sigFd) {
     report(readyFd, fmt::format("ERR signalfd: {}\n", std::strerror(errno)));

@@ -4,6 +4,7 @@
 //   status [--json] PATH...    state of a mount or of files under it
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -319,6 +321,21 @@ void printMountStatus(const nlohmann::json& j) {
                            j["cache_fs"].get<std::string>());
   std::cout << fmt::format("  content  {} of {} present ({:.1f}%)\n", humanBytes(present),
                            humanBytes(total), total ? 100.0 * static_cast<double>(present) / static_cast<double>(total) : 100.0);
+  const uint64_t quota = j["cache_size"];
+  const auto& evict = j["eviction"];
+  if (quota > 0) {
+    std::cout << fmt::format("  quota    {} used of {} ({:.0f}%); eviction from {:.0f}% down to {:.0f}%\n",
+                             humanBytes(present), humanBytes(quota),
+                             100.0 * static_cast<double>(present) / static_cast<double>(quota),
+                             100.0 * evict["high"].get<double>(), 100.0 * evict["low"].get<double>());
+  }
+  std::cout << fmt::format("  released {} files ({}), {} skipped in use, {} passes{}; pinned {} files ({})\n",
+                           evict["files"].get<uint64_t>(), humanBytes(evict["bytes"].get<uint64_t>()),
+                           evict["busy"].get<uint64_t>(), evict["passes"].get<uint64_t>(),
+                           evict["cache_full"].get<uint64_t>() > 0
+                               ? fmt::format(", {} on a full cache filesystem", evict["cache_full"].get<uint64_t>())
+                               : "",
+                           j["pinned"]["files"].get<uint64_t>(), humanBytes(j["pinned"]["bytes"].get<uint64_t>()));
   std::cout << fmt::format("  files    {} total: {} full, {} partial, {} empty; {} symlinks\n",
                            files["total"].get<uint64_t>(), files["full"].get<uint64_t>(),
                            files["partial"].get<uint64_t>(), files["empty"].get<uint64_t>(),
@@ -368,14 +385,139 @@ int doStatus(const std::vector<std::string>& paths, bool json) {
       printMountStatus(*resp);
     } else if ((*resp)["type"] == "file") {
       uint64_t size = (*resp)["size"], present = (*resp)["bytes_present"];
-      std::cout << fmt::format("{}: {}, {} of {} present ({:.1f}%)\n", p,
+      std::cout << fmt::format("{}: {}, {} of {} present ({:.1f}%){}\n", p,
                                (*resp)["state"].get<std::string>(), humanBytes(present),
                                humanBytes(size),
-                               size ? 100.0 * static_cast<double>(present) / static_cast<double>(size) : 100.0);
+                               size ? 100.0 * static_cast<double>(present) / static_cast<double>(size) : 100.0,
+                               resp->value("pinned", false) ? ", pinned" : "");
     } else if ((*resp)["type"] == "dir") {
       std::cout << fmt::format("{}: directory, {}\n", p, (*resp)["state"].get<std::string>());
     } else {
       std::cout << fmt::format("{}: symlink to {}\n", p, (*resp)["target"].get<std::string>());
+    }
+  }
+  return rc;
+}
+
+volatile sig_atomic_t gInterrupted = 0;  // set by SIGINT/SIGTERM during a cache job
+void onInterrupt(int) { gInterrupted = 1; }
+
+std::string humanDuration(double s) {
+  if (s < 60) return fmt::format("{:.0f} s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+  return fmt::format("{}h{:02}m", static_cast<int>(s) / 3600, (static_cast<int>(s) / 60) % 60);
+}
+
+// Shows a job's progress: one rewritten line on a terminal, a plain line every 2 s otherwise.
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(std::string op) : op_(std::move(op)), tty_(::isatty(2) == 1) {}
+  ~ProgressPrinter() { finish(); }
+  void update(const nlohmann::json& p) {
+    std::string line;
+    if (p.value("phase", "") == "listing") {
+      line = fmt::format("{}: listing directories: {} listed", op_, p.value("dirs_listed", 0));
+    } else {
+      const uint64_t done = p.value("bytes_done", uint64_t{0}), total = p.value("bytes_total", uint64_t{0});
+      const double secs = p.value("seconds", 0.0);
+      const uint64_t fetched = p.value("bytes_fetched", uint64_t{0});
+      const double rate = secs > 0 ? static_cast<double>(fetched) / secs : 0;
+      std::string eta = "-";
+      if (done > 0 && total > done && secs > 0) {
+        eta = humanDuration(secs * static_cast<double>(total - done) / static_cast<double>(done));
+      }
+      line = fmt::format("{}: {}/{} files, {} of {} ({:.0f}%), {}/s, ETA {}", op_,
+                         p.value("files_done", 0), p.value("files_total", 0), humanBytes(done),
+                         humanBytes(total),
+                         total ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 100.0,
+                         humanBytes(static_cast<uint64_t>(rate)), eta);
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (tty_) {
+      std::cerr << "\r\033[K" << line << std::flush;
+      shown_ = true;
+    } else if (now - last_ >= std::chrono::seconds(2)) {
+      std::cerr << line << "\n";
+      last_ = now;
+    }
+  }
+  void finish() {
+    if (tty_ && shown_) std::cerr << "\r\033[K" << std::flush;
+    shown_ = false;
+  }
+
+ private:
+  std::string op_;
+  bool tty_;
+  bool shown_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// fetch, release, pin, unpin: one request per mount the paths are on.
+int doCacheJob(const std::string& op, const std::vector<std::string>& paths, bool recursive) {
+  std::vector<std::pair<MountRecord, std::vector<std::string>>> groups;
+  for (const auto& p : paths) {
+    auto abs = absoluteNoFollow(p);
+    if (!abs) return fail(abs.status().message());
+    auto found = findMountFor(*abs);
+    if (!found || !processAlive(found->first.pid)) {
+      return fail(fmt::format("'{}' is not on a running fanhsm mount", p));
+    }
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+      return g.first.mountpoint == found->first.mountpoint;
+    });
+    if (it == groups.end()) {
+      groups.push_back({found->first, {}});
+      it = std::prev(groups.end());
+    }
+    it->second.push_back(found->second);
+  }
+  struct sigaction sa {};
+  sa.sa_handler = onInterrupt;  // no SA_RESTART: poll() returns at once
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  int rc = 0;
+  for (const auto& [rec, rels] : groups) {
+    ProgressPrinter printer(op);
+    nlohmann::json req = {{"op", op}, {"paths", rels}, {"recursive", recursive}};
+    auto resp = callDaemonStream(rec.socket, req, [&](const nlohmann::json& p) { printer.update(p); },
+                                 120000, &gInterrupted);
+    printer.finish();
+    if (!resp && resp.status().code() == EINTR) {
+      std::cerr << "fanhsm: " << op << " interrupted"
+                << (op == "fetch" || op == "pin" ? "; what was fetched stays in the cache" : "")
+                << "\n";
+      return 130;
+    }
+    if (!resp) {
+      rc = fail(fmt::format("{} on {}: {}", op, rec.mountpoint, resp.status().message()));
+      continue;
+    }
+    const auto& r = *resp;
+    if (!r.value("ok", false)) {
+      rc = fail(fmt::format("{}: {}", op, r.value("error", "failed")));
+      continue;
+    }
+    if (op == "fetch" || op == "pin") {
+      const double secs = r.value("seconds", 0.0);
+      const uint64_t fetched = r.value("bytes_fetched", uint64_t{0});
+      std::cout << fmt::format("{}: {} of {} files present ({}), {} fetched in {:.1f} s ({}/s){}\n", op,
+                               r.value("files", 0), r.value("files_total", 0),
+                               humanBytes(r.value("bytes_total", uint64_t{0})), humanBytes(fetched), secs,
+                               humanBytes(secs > 0 ? static_cast<uint64_t>(static_cast<double>(fetched) / secs) : 0),
+                               op == "pin" ? "; pinned" : "");
+      if (r.value("failed", 0) > 0) {
+        for (const auto& e : r["errors"]) std::cerr << "fanhsm: " << e.get<std::string>() << "\n";
+        rc = fail(fmt::format("{}: {} failed", op, r.value("failed", 0)));
+      }
+    } else if (op == "release") {
+      std::cout << fmt::format("release: {} files released ({}); {} in use, {} pinned, {} changed "
+                               "meanwhile: kept\n",
+                               r.value("released", 0), humanBytes(r.value("bytes_released", uint64_t{0})),
+                               r.value("busy", 0), r.value("pinned", 0), r.value("changed", 0));
+      if (r.value("busy", 0) > 0 || r.value("failed", 0) > 0) rc = 1;
+    } else {
+      std::cout << fmt::format("unpin: {} files unpinned\n", r.value("changed", 0));
     }
   }
   return rc;
@@ -390,7 +532,8 @@ uint64_t parseSize(const std::string& s) {
     case 'K': return v << 10;
     case 'M': return v << 20;
     case 'G': return v << 30;
-    default: throw CLI::ValidationError("size", "bad suffix in '" + s + "' (use K, M or G)");
+    case 'T': return v << 40;
+    default: throw CLI::ValidationError("size", "bad suffix in '" + s + "' (use K, M, G or T)");
   }
 }
 
@@ -418,6 +561,10 @@ int main(int argc, char** argv) {
   mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
   mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
   mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str();
+  std::string cacheSizeArg;
+  mount->add_option("--cache-size", cacheSizeArg, "Quota on cached content (K/M/G/T suffix); least recently used, unpinned content is released beyond it (default: no quota)");
+  mount->add_option("--cache-high", config.cacheHigh, "Eviction starts when content passes this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.05, 1.0));
+  mount->add_option("--cache-low", config.cacheLow, "Eviction frees content down to this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   mount->add_flag("--debug", config.debug, "Verbose logging");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (prefer --netrc)");
@@ -438,8 +585,25 @@ int main(int argc, char** argv) {
   status->add_option("PATH", statusPaths, "Mount point or path below it")->required();
   status->add_flag("--json", json, "One JSON object per path, for scripts");
 
+  std::vector<std::string> jobPaths;
+  bool recursive = false;
+  std::vector<CLI::App*> jobs;
+  for (auto [op, help] : {std::pair{"fetch", "Make files fully present now (progress on a terminal; Ctrl-C stops, what was fetched stays)"},
+                          std::pair{"release", "Free the cached content of files now (names stay; files in use are skipped and reported)"},
+                          std::pair{"pin", "Fetch files and keep them: the quota never releases pinned content"},
+                          std::pair{"unpin", "Let the quota release files again"}}) {
+    auto* sub = app.add_subcommand(op, help);
+    sub->add_option("PATH", jobPaths, "Files, or directories with -r, under a fanhsm mount point")->required();
+    sub->add_flag("--recursive,-r", recursive, "Whole directory trees (lists unlisted directories first)");
+    jobs.push_back(sub);
+  }
+
   try {
     app.parse(argc, argv);
+    if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg);
+    if (config.cacheLow >= config.cacheHigh) {
+      throw CLI::ValidationError("--cache-low", "must be below --cache-high");
+    }
     config.chunkSize = parseSize(chunkArg);
     config.readahead = parseSize(readaheadArg);
     if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {
@@ -460,6 +624,9 @@ int main(int argc, char** argv) {
   }
   if (*umount) return doUmount(umountArg, lazy);
   if (*status) return doStatus(statusPaths, json);
+  for (auto* sub : jobs) {
+    if (*sub) return doCacheJob(sub->get_name(), jobPaths, recursive);
+  }
   return 2;
 }
 

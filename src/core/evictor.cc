@@ -16,7 +16,7 @@ Evictor::Evictor(Hydrator& hydrator, cache::CacheStore& cache, EvictorConfig con
 Evictor::~Evictor() { stop(); }
 
 void Evictor::start() {
-  if (config_.quotaBytes == 0 || thread_.joinable()) return;
+  if (thread_.joinable()) return;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -29,28 +29,50 @@ void Evictor::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Evictor::kick() {
+void Evictor::kick(bool cacheFull) {
   {
     std::lock_guard lock(wakeMu_);
     kicked_ = true;
+    cacheFull_ = cacheFull_ || cacheFull;
   }
   wakeCv_.notify_all();
 }
 
 void Evictor::loop() {
   while (true) {
+    bool full = false;
     {
       std::unique_lock lock(wakeMu_);
-      wakeCv_.wait_for(lock, config_.interval, [this] { return stopping_ || kicked_; });
+      auto woken = [this] { return stopping_ || kicked_; };
+      // Without a quota only a full cache filesystem (kick) starts a pass.
+      if (config_.quotaBytes > 0) {
+        wakeCv_.wait_for(lock, config_.interval, woken);
+      } else {
+        wakeCv_.wait(lock, woken);
+      }
       if (stopping_) return;
       kicked_ = false;
+      full = std::exchange(cacheFull_, false);
     }
-    auto r = runPass();
+    auto r = full ? freeSpace() : runPass();
     if (!r) {
       errors_++;
       log::warn("eviction: {}", r.status().message());
     }
   }
+}
+
+Result<EvictorStats> Evictor::freeSpace() {
+  cacheFullPasses_++;
+  auto used = cache_.db().contentBytes();
+  if (!used) return used.status();
+  uint64_t target = *used - std::min(*used, std::max<uint64_t>(*used / 10, 64 << 20));
+  if (config_.quotaBytes > 0) {
+    target = std::min(target, static_cast<uint64_t>(static_cast<double>(config_.quotaBytes) *
+                                                    config_.lowWatermark));
+  }
+  log::warn("eviction: the cache filesystem is full; releasing content down to {} bytes", target);
+  return runPass(true, target);
 }
 
 bool Evictor::usedSince(const cache::ReleaseCandidate& c) {
@@ -93,8 +115,9 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
       if (!cands) return cands.status();
       std::vector<Hydrator::ReleaseRequest> reqs;
       size_t fresh = 0;
+      uint64_t planned = 0;  // release no more than it takes to reach the target
       for (const auto& c : *cands) {
-        if (fresh == config_.batch) break;
+        if (fresh == config_.batch || planned >= used - target) break;
         if (!seen.insert(c.path).second) continue;
         ++fresh;
         if (usedSince(c)) {
@@ -102,6 +125,7 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
           continue;
         }
         reqs.push_back({c.path, c.version});
+        planned += c.bytesPresent;
       }
       if (fresh == 0) break;  // nothing left that could be released
       if (reqs.empty()) continue;
@@ -138,6 +162,7 @@ EvictorStats Evictor::stats() const {
   s.busy = busy_;
   s.secondChances = secondChances_;
   s.errors = errors_;
+  s.cacheFull = cacheFullPasses_;
   s.usageBytes = usage_;
   return s;
 }

@@ -16,7 +16,8 @@
 // - Files found busy are retried in a later pass, not waited for.
 //
 // Contract
-// - start() runs passes on a thread every `interval` and whenever kick() is called;
+// - start() runs passes on a thread every `interval` (with a quota) and whenever kick() is
+//   called;
 //   stop() (and the destructor) ends it. runPass() runs one pass on the caller's thread
 //   (tests, `fanhsm release`): it is serialized with the thread's passes.
 // - `beforePunch` is the frontend's Frontend::beforeRelease; it and the Hydrator must
@@ -53,6 +54,7 @@ struct EvictorStats {
   uint64_t busy = 0;           // candidates in use: skipped
   uint64_t secondChances = 0;  // candidates read since their last use was recorded
   uint64_t errors = 0;
+  uint64_t cacheFull = 0;      // passes started because the cache filesystem was full
   uint64_t usageBytes = 0;     // at the end of the last pass
 };
 
@@ -66,8 +68,10 @@ class Evictor {
 
   void start();
   void stop();
-  // Asks for a pass now (e.g. the cache filesystem is full).
-  void kick();
+  // Asks for a pass now. `cacheFull`: the cache filesystem ran out of space: the pass
+  // runs even below the high watermark and frees at least a tenth of the content (64 MiB
+  // at least), down to the low watermark if that is lower.
+  void kick(bool cacheFull = false);
   // One pass: if usage is above the high watermark (or `force`), releases until it is at
   // or below `targetBytes` (default: the low watermark).
   Result<EvictorStats> runPass(bool force = false, uint64_t targetBytes = UINT64_MAX);
@@ -76,6 +80,7 @@ class Evictor {
 
  private:
   void loop();
+  Result<EvictorStats> freeSpace();  // the pass a cacheFull kick asks for
   // True if the candidate was read since its last use was recorded (and re-arms it).
   bool usedSince(const cache::ReleaseCandidate& c);
 
@@ -85,14 +90,15 @@ class Evictor {
   std::function<Status(int fd)> beforePunch_;
 
   std::mutex passMu_;  // rank 3: one pass at a time
-  std::mutex wakeMu_;  // rank 4: stopping_, kicked_
+  std::mutex wakeMu_;  // rank 4: stopping_, kicked_, cacheFull_
   std::condition_variable wakeCv_;
   bool stopping_ = false;
   bool kicked_ = false;
+  bool cacheFull_ = false;
   std::thread thread_;
 
   std::atomic<uint64_t> passes_{0}, filesReleased_{0}, bytesReleased_{0}, busy_{0},
-      secondChances_{0}, errors_{0}, usage_{0};
+      secondChances_{0}, errors_{0}, cacheFullPasses_{0}, usage_{0};
 };
 
 }  // namespace hsm::core

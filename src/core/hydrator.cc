@@ -268,6 +268,7 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     fetchedBytes_ += fs->present.chunkBegin(published) - begin;
     fetchErrors_++;
     log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
+    if ((s.code() == ENOSPC || s.code() == EDQUOT) && config_.onCacheFull) config_.onCacheFull();
   }
   bool nowFull = false;
   {

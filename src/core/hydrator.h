@@ -49,6 +49,9 @@ struct HydratorConfig {
   uint64_t readahead = 32 << 20;
   size_t readaheadThreads = 2;
   std::chrono::milliseconds syncInterval{200};
+  // Called (on a fetching thread, no lock held) when a write to the cache failed because
+  // its filesystem is full (ENOSPC, EDQUOT); the request fails with that error.
+  std::function<void()> onCacheFull;
 };
 
 struct FileInfo {

@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "util/log.h"
 #include "util/rel_path.h"
 
 namespace hsm::cache {
@@ -78,8 +79,32 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   auto db = MetaDb::open(cs->metaPath() + "/index.db");
   if (!db) return db.status();
   cs->db_ = std::move(*db);
+  if (Status r = cs->takeReserve(); !r) log::warn("{}", r.message());
   return cs;
 }
+
+Status CacheStore::takeReserve() const {
+  const std::string path = metaPath() + "/reserve";
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return Status::fromErrno(errno, fmt::format("cache reserve '{}'", path));
+  int rc = ::fallocate(fd.get(), 0, 0, static_cast<off_t>(kReserveBytes));
+  if (rc != 0 && errno == EOPNOTSUPP) {
+    // No fallocate: write the reserve for real.
+    static const char zeros[65536] = {};
+    rc = 0;
+    for (uint64_t off = 0; off < kReserveBytes && rc == 0; off += sizeof zeros) {
+      if (::pwrite(fd.get(), zeros, sizeof zeros, static_cast<off_t>(off)) != sizeof zeros) rc = -1;
+    }
+  }
+  if (rc != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return Status::fromErrno(err, fmt::format("allocating the cache reserve '{}'", path));
+  }
+  return Status::ok();
+}
+
+void CacheStore::dropReserve() const { ::unlink((metaPath() + "/reserve").c_str()); }
 
 Result<UniqueFd> CacheStore::openBeneath(const std::string& path, int flags) const {
   struct open_how how {};

@@ -50,6 +50,15 @@ class CacheStore {
   // Names in directory `dir` of the tree.
   Result<std::vector<std::string>> names(const std::string& dir) const;
 
+  // Space kept back for the index: meta/reserve, kReserveBytes allocated. When the cache
+  // filesystem is full, dropReserve() frees it so that releases can still be recorded
+  // (a release is written to the index before any byte is punched out); takeReserve()
+  // allocates it again afterwards (ENOSPC if there is no room yet). open() takes it if it
+  // can.
+  static constexpr uint64_t kReserveBytes = 8 << 20;
+  Status takeReserve() const;
+  void dropReserve() const;
+
   // Filesystem type name of the cache ("ext4", "tmpfs", ...).
   std::string fsTypeName() const;
 

@@ -70,7 +70,7 @@ class Daemon {
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
     // evictor_ is set below, before the frontend starts: no fetch can run before that.
-    hc.onCacheFull = [this] { evictor_->kick(true); };
+    hc.onCacheFull = [this] { return evictor_->freeSpaceNow(); };
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
     populator_ = std::make_unique<core::NamespacePopulator>(
         *remote_, *cache_, config_.crawlParallel, std::chrono::seconds(config_.listingTtlSeconds),

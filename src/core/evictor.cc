@@ -29,22 +29,20 @@ void Evictor::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Evictor::kick(bool cacheFull) {
+void Evictor::kick() {
   {
     std::lock_guard lock(wakeMu_);
     kicked_ = true;
-    cacheFull_ = cacheFull_ || cacheFull;
   }
   wakeCv_.notify_all();
 }
 
 void Evictor::loop() {
   while (true) {
-    bool full = false;
     {
       std::unique_lock lock(wakeMu_);
       auto woken = [this] { return stopping_ || kicked_; };
-      // Without a quota only a full cache filesystem (kick) starts a pass.
+      // Without a quota only kick() starts a pass.
       if (config_.quotaBytes > 0) {
         wakeCv_.wait_for(lock, config_.interval, woken);
       } else {
@@ -52,14 +50,24 @@ void Evictor::loop() {
       }
       if (stopping_) return;
       kicked_ = false;
-      full = std::exchange(cacheFull_, false);
     }
-    auto r = full ? freeSpace() : runPass();
+    auto r = runPass();
     if (!r) {
       errors_++;
       log::warn("eviction: {}", r.status().message());
     }
   }
+}
+
+bool Evictor::freeSpaceNow() {
+  // A pass that ran while this one waited for its turn counts: it freed space too.
+  const uint64_t before = bytesReleased_;
+  auto r = freeSpace();
+  if (!r) {
+    errors_++;
+    log::warn("eviction: {}", r.status().message());
+  }
+  return bytesReleased_ > before;
 }
 
 Result<EvictorStats> Evictor::freeSpace() {
@@ -72,7 +80,10 @@ Result<EvictorStats> Evictor::freeSpace() {
                                                     config_.lowWatermark));
   }
   log::warn("eviction: the cache filesystem is full; releasing content down to {} bytes", target);
-  return runPass(true, target);
+  cache_.dropReserve();  // room for the index to record the releases
+  auto r = runPass(true, target);
+  if (Status s = cache_.takeReserve(); !s) log::warn("eviction: {}", s.message());
+  return r;
 }
 
 bool Evictor::usedSince(const cache::ReleaseCandidate& c) {

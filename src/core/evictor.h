@@ -68,10 +68,14 @@ class Evictor {
 
   void start();
   void stop();
-  // Asks for a pass now. `cacheFull`: the cache filesystem ran out of space: the pass
-  // runs even below the high watermark and frees at least a tenth of the content (64 MiB
-  // at least), down to the low watermark if that is lower.
-  void kick(bool cacheFull = false);
+  // Asks for a pass now (on the evictor's thread).
+  void kick();
+  // The cache filesystem ran out of space: runs a pass on the caller's thread, even below
+  // the high watermark, freeing at least a tenth of the content (64 MiB at least; down to
+  // the low watermark if that is lower). The index reserve (CacheStore::dropReserve) lets
+  // it record releases on a full filesystem. Returns true if anything was released
+  // (also by a pass that ran while this one waited for its turn).
+  bool freeSpaceNow();
   // One pass: if usage is above the high watermark (or `force`), releases until it is at
   // or below `targetBytes` (default: the low watermark).
   Result<EvictorStats> runPass(bool force = false, uint64_t targetBytes = UINT64_MAX);
@@ -80,7 +84,7 @@ class Evictor {
 
  private:
   void loop();
-  Result<EvictorStats> freeSpace();  // the pass a cacheFull kick asks for
+  Result<EvictorStats> freeSpace();
   // True if the candidate was read since its last use was recorded (and re-arms it).
   bool usedSince(const cache::ReleaseCandidate& c);
 
@@ -90,11 +94,10 @@ class Evictor {
   std::function<Status(int fd)> beforePunch_;
 
   std::mutex passMu_;  // rank 3: one pass at a time
-  std::mutex wakeMu_;  // rank 4: stopping_, kicked_, cacheFull_
+  std::mutex wakeMu_;  // rank 4: stopping_, kicked_
   std::condition_variable wakeCv_;
   bool stopping_ = false;
   bool kicked_ = false;
-  bool cacheFull_ = false;
   std::thread thread_;
 
   std::atomic<uint64_t> passes_{0}, filesReleased_{0}, bytesReleased_{0}, busy_{0},

@@ -268,7 +268,6 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     fetchedBytes_ += fs->present.chunkBegin(published) - begin;
     fetchErrors_++;
     log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
-    if ((s.code() == ENOSPC || s.code() == EDQUOT) && config_.onCacheFull) config_.onCacheFull();
   }
   bool nowFull = false;
   {
@@ -344,6 +343,7 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
       fs->seen = true;
       fs->nextExpected = std::min(fs->size, offset + length);
       scheduleReadaheadLocked(fs, last);
+      bool freedSpace = false;
       uint64_t c = first;
       while (c < last) {
         if (fs->present.has(c)) {
@@ -359,7 +359,15 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
         auto mine = startFlightLocked(*fs, c, last);
         lock.unlock();
         runFlight(fs, mine);
+        const int err = mine->status ? 0 : mine->status.code();
+        // A full cache filesystem: free space (without our locks) and try once more.
+        const bool retry = (err == ENOSPC || err == EDQUOT) && !freedSpace && config_.onCacheFull &&
+                           config_.onCacheFull();
         lock.lock();
+        if (retry) {
+          freedSpace = true;
+          continue;
+        }
         if (!mine->status) return mine->status;
       }
     }

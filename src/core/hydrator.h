@@ -49,9 +49,10 @@ struct HydratorConfig {
   uint64_t readahead = 32 << 20;
   size_t readaheadThreads = 2;
   std::chrono::milliseconds syncInterval{200};
-  // Called (on a fetching thread, no lock held) when a write to the cache failed because
-  // its filesystem is full (ENOSPC, EDQUOT); the request fails with that error.
-  std::function<void()> onCacheFull;
+  // Called by ensure() (no lock held) when a write to the cache failed because its
+  // filesystem is full (ENOSPC, EDQUOT): frees space now if it can and returns true if
+  // it did; ensure() then tries once more, else fails with that error.
+  std::function<bool()> onCacheFull;
 };
 
 struct FileInfo {

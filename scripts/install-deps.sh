@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   # libraries
   libsqlite3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libcurl4-openssl-dev
-  libgumbo-dev libfuse3-dev fuse3 libxxhash-dev
+  libgumbo-dev libfuse3-dev fuse3 libxxhash-dev prometheus-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest
   e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps bc

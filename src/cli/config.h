@@ -22,6 +22,7 @@ struct MountConfig {
   uint64_t cacheSize = 0;        // quota on present content in bytes; 0: none
   double cacheHigh = 0.90;       // eviction starts above this fraction of cacheSize
   double cacheLow = 0.80;        // ... and frees down to this one
+  std::string metrics;  // bind address of the Prometheus endpoint ("" : none)
   bool debug = false;
   // HTTP sources
   bool insecure = false;

@@ -15,6 +15,7 @@
 #include "cache/cache_store.h"
 #include "cli/cache_jobs.h"
 #include "cli/control.h"
+#include "cli/metrics.h"
 #include "cli/registry.h"
 #include "core/evictor.h"
 #include "core/hydrator.h"
@@ -84,6 +85,11 @@ class Daemon {
     ec.lowWatermark = config_.cacheLow;
     evictor_ = std::make_unique<core::Evictor>(
         *hydrator_, *cache_, ec, [f = frontend_.get()](int fd) { return f->beforeRelease(fd); });
+    if (!config_.metrics.empty()) {
+      auto m = MetricsServer::start(config_.metrics, [this] { return metrics(); });
+      if (!m) return m.status();
+      metrics_ = std::move(*m);
+    }
     HSM_RETURN_IF_ERROR(frontend_->start());
     evictor_->start();
 
@@ -156,6 +162,7 @@ class Daemon {
   void shutdown() {
     // Jobs and eviction first: they use the frontend (beforeRelease) and the Hydrator.
     stopping_ = true;
+    metrics_.reset();
     for (auto& j : jobs_) j.thread.join();
     jobs_.clear();
     if (evictor_) evictor_->stop();
@@ -249,6 +256,56 @@ class Daemon {
     });
   }
 
+  // A scrape of --metrics (on a server thread: only thread-safe stats() calls).
+  MetricsBatch metrics() {
+    MetricsBatch b;
+    auto counter = [&](std::string name, std::string help, double v,
+                       std::vector<std::pair<std::string, std::string>> labels = {}) {
+      b.values.push_back({"fanhsm_" + std::move(name), std::move(help), true, v, std::move(labels)});
+    };
+    auto gauge = [&](std::string name, std::string help, double v,
+                     std::vector<std::pair<std::string, std::string>> labels = {}) {
+      b.values.push_back({"fanhsm_" + std::move(name), std::move(help), false, v, std::move(labels)});
+    };
+    auto fe = frontend_->stats();
+    auto hs = hydrator_->stats();
+    auto es = evictor_->stats();
+    auto crawl = populator_->stats();
+    const auto d = [](uint64_t v) { return static_cast<double>(v); };
+    counter("events_total", "Kernel requests served, by kind", d(fe.fileEvents), {{"kind", "content"}});
+    counter("events_total", "Kernel requests served, by kind", d(fe.dirEvents), {{"kind", "dir_open"}});
+    counter("events_total", "Kernel requests served, by kind", d(fe.openEvents), {{"kind", "file_open"}});
+    counter("events_denied_total", "Kernel requests answered with an error", d(fe.denied));
+    gauge("events_pending", "Kernel requests not answered yet", d(fe.pending));
+    counter("reads_total", "Content requests, by whether every byte was present", d(hs.hits), {{"result", "hit"}});
+    counter("reads_total", "Content requests, by whether every byte was present", d(hs.misses), {{"result", "miss"}});
+    counter("fetches_total", "Remote reads started", d(hs.fetches));
+    counter("fetch_bytes_total", "Bytes fetched into the cache", d(hs.fetchedBytes));
+    counter("readahead_fetches_total", "Remote reads started by readahead", d(hs.readaheadFetches));
+    const char* kErr = "Failed remote reads, by cause";
+    counter("fetch_errors_total", kErr, d(hs.errNoSpace), {{"cause", "cache_full"}});
+    counter("fetch_errors_total", kErr, d(hs.errStale), {{"cause", "remote_changed"}});
+    counter("fetch_errors_total", kErr, d(hs.errGone), {{"cause", "remote_gone"}});
+    counter("fetch_errors_total", kErr, d(hs.errAccess), {{"cause", "permission"}});
+    counter("fetch_errors_total", kErr, d(hs.errOther), {{"cause", "other"}});
+    counter("files_completed_total", "Files that became fully present", d(hs.filesCompleted));
+    counter("evicted_files_total", "Files whose content was released", d(hs.releasedFiles));
+    counter("evicted_bytes_total", "Bytes of content released", d(hs.releasedBytes));
+    counter("eviction_busy_total", "Releases skipped because the file was in use", d(hs.releaseBusy));
+    counter("eviction_passes_total", "Eviction passes", d(es.passes));
+    counter("eviction_cache_full_total", "Release passes forced by a full cache filesystem", d(es.cacheFull));
+    if (auto used = cache_->db().contentBytes()) {
+      gauge("cache_content_bytes", "Content present in the cache (recorded)", d(*used));
+    }
+    gauge("cache_quota_bytes", "--cache-size (0: none)", d(config_.cacheSize));
+    counter("crawl_dirs_listed_total", "Directories listed", d(crawl.dirsListed));
+    counter("crawl_errors_total", "Directories that failed to list", d(crawl.errors));
+    b.histograms.push_back({"fanhsm_fetch_duration_seconds", "Duration of one remote read", hs.fetchLatency});
+    b.histograms.push_back({"fanhsm_read_wait_seconds",
+                            "Time a content request waited for missing bytes", hs.ensureLatency});
+    return b;
+  }
+
   nlohmann::json status(const std::string& path) {
     if (!validateRelPath(path)) return {{"ok", false}, {"error", "bad path"}, {"errno", EINVAL}};
     if (!path.empty()) {
@@ -299,6 +356,10 @@ class Daemon {
             {"dirs", {{"total", st->dirs}, {"listed", st->dirsListed}}},
             {"symlinks", st->symlinks},
             {"cache_size", config_.cacheSize},
+            {"metrics", metrics_ ? fmt::format("http://{}:{}/metrics",
+                                               config_.metrics.substr(0, config_.metrics.rfind(':')),
+                                               metrics_->port())
+                                 : ""},
             {"pinned", {{"files", st->filesPinned}, {"bytes", st->bytesPinned}}},
             {"eviction", {{"high", config_.cacheHigh}, {"low", config_.cacheLow},
                           {"passes", es.passes}, {"files", hs.releasedFiles}, {"bytes", hs.releasedBytes},
@@ -322,6 +383,7 @@ class Daemon {
   std::unique_ptr<core::NamespacePopulator> populator_;
   std::unique_ptr<frontend::Frontend> frontend_;
   std::unique_ptr<core::Evictor> evictor_;
+  std::unique_ptr<MetricsServer> metrics_;
   UniqueFd control_;
   std::atomic<bool> stopping_{false};  // tells running jobs to end
   struct Job {

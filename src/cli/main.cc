@@ -26,6 +26,7 @@
 #include "cli/config.h"
 #include "cli/control.h"
 #include "cli/daemon.h"
+#include "cli/metrics.h"
 #include "cli/registry.h"
 #include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
@@ -565,6 +566,8 @@ int main(int argc, char** argv) {
   mount->add_option("--cache-size", cacheSizeArg, "Quota on cached content (K/M/G/T suffix); least recently used, unpinned content is released beyond it (default: no quota)");
   mount->add_option("--cache-high", config.cacheHigh, "Eviction starts when content passes this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.05, 1.0));
   mount->add_option("--cache-low", config.cacheLow, "Eviction frees content down to this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  std::string metricsArg;
+  mount->add_option("--metrics", metricsArg, "Serve Prometheus metrics at http://ADDR:PORT/metrics ([ADDR:]PORT; ADDR defaults to 127.0.0.1)");
   mount->add_flag("--debug", config.debug, "Verbose logging");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (prefer --netrc)");
@@ -601,6 +604,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg);
+    if (!metricsArg.empty()) {
+      auto addr = parseMetricsAddress(metricsArg);
+      if (!addr) throw CLI::ValidationError("--metrics", addr.status().message());
+      config.metrics = *addr;
+    }
     if (config.cacheLow >= config.cacheHigh) {
       throw CLI::ValidationError("--cache-low", "must be below --cache-high");
     }

@@ -236,6 +236,7 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   const uint64_t end = std::min(fs->size, fs->present.chunkBegin(f->last));
   fetches_++;
   if (f->readahead) readaheadFetches_++;
+  const auto started = std::chrono::steady_clock::now();
   // Chunks are published as soon as they are written, so a reader waiting for the start
   // of a long flight does not wait for its end.
   uint64_t published = f->first;
@@ -262,11 +263,30 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   }
   // Writing moved the cache file's mtime; the view must show the remote's.
   if (published > f->first) restoreTimes(fs->fd.get(), fs->mtimeNs, fs->path);
+  fetchLatency_.record(std::chrono::steady_clock::now() - started);
   if (s) {
     fetchedBytes_ += end - begin;
   } else {
     fetchedBytes_ += fs->present.chunkBegin(published) - begin;
     fetchErrors_++;
+    switch (s.code()) {
+      case ENOSPC:
+      case EDQUOT:
+        errNoSpace_++;
+        break;
+      case ESTALE:
+        errStale_++;
+        break;
+      case ENOENT:
+        errGone_++;
+        break;
+      case EACCES:
+      case EPERM:
+        errAccess_++;
+        break;
+      default:
+        errOther_++;
+    }
     log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
   }
   bool nowFull = false;
@@ -333,6 +353,17 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
   auto fsr = file(path);
   if (!fsr) return fsr.status();
   std::shared_ptr<FileState> fs = *fsr;
+  const auto started = std::chrono::steady_clock::now();
+  bool missed = false;
+  struct LatencyRecord {
+    Hydrator* h;
+    const std::chrono::steady_clock::time_point& started;
+    const bool& missed;
+    ~LatencyRecord() {
+      if (missed) h->ensureLatency_.record(std::chrono::steady_clock::now() - started);
+      (missed ? h->misses_ : h->hits_)++;
+    }
+  } latencyRecord{this, started, missed};
   {
     std::unique_lock lock(fs->mu);
     if (!fs->present.full()) {
@@ -350,6 +381,7 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
           ++c;
           continue;
         }
+        missed = true;
         if (auto other = fs->flightFor(c)) {
           waits_++;
           fs->cv.wait(lock, [&] { return other->done || fs->present.has(c); });
@@ -636,6 +668,15 @@ HydratorStats Hydrator::stats() const {
   s.releasedFiles = releasedFiles_;
   s.releasedBytes = releasedBytes_;
   s.releaseBusy = releaseBusy_;
+  s.hits = hits_;
+  s.misses = misses_;
+  s.errNoSpace = errNoSpace_;
+  s.errStale = errStale_;
+  s.errGone = errGone_;
+  s.errAccess = errAccess_;
+  s.errOther = errOther_;
+  s.fetchLatency = fetchLatency_.snapshot();
+  s.ensureLatency = ensureLatency_.snapshot();
   return s;
 }
 

@@ -39,6 +39,7 @@
 
 #include "cache/cache_store.h"
 #include "remote/remote.h"
+#include "util/histogram.h"
 #include "util/thread_pool.h"
 
 namespace hsm::core {
@@ -73,6 +74,13 @@ struct HydratorStats {
   uint64_t releasedFiles = 0;  // release(): files whose content was freed
   uint64_t releasedBytes = 0;
   uint64_t releaseBusy = 0;    // release(): files skipped because in use
+  uint64_t hits = 0;           // ensure() calls that found every chunk present
+  uint64_t misses = 0;         // ensure() calls that waited for a fetch
+  // Failed fetches by cause: the cache filesystem full, the remote changed (ESTALE) or
+  // removed (ENOENT) the file, permission, anything else (EIO, timeouts...).
+  uint64_t errNoSpace = 0, errStale = 0, errGone = 0, errAccess = 0, errOther = 0;
+  LatencyHistogram::Snapshot fetchLatency;   // one remote read (a flight)
+  LatencyHistogram::Snapshot ensureLatency;  // one ensure() that was a miss
 };
 
 class Hydrator {
@@ -156,7 +164,9 @@ class Hydrator {
   std::unordered_set<std::string> releasing_;     // paths inside release(): no loads
 
   std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
-      waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0};
+      waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
+      hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0};
+  LatencyHistogram fetchLatency_, ensureLatency_;
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
   std::condition_variable syncCv_;

@@ -9,6 +9,7 @@ import random
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -272,3 +273,32 @@ def check_full_cache(m, root):
         wait_for(lambda: m.status()["eviction"]["files"] > 0, "a release on the full cache")
         for rel in files_in(root)[:3]:
             assert same_as_source(m, rel), rel
+
+
+def test_metrics_are_scraped_over_http(mounter, src):
+    m = mounter(src, extra=["--metrics", "127.0.0.1:0"])  # port 0: any free port
+    m.wait_crawl()
+    url = m.status()["metrics"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), url
+    rels = files_in(src)
+    for rel in rels[:3]:
+        assert same_as_source(m, rel)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    st = m.status()
+    assert samples["fanhsm_fetch_bytes_total"] == st["fetch"]["bytes"] > 0
+    assert samples["fanhsm_fetches_total"] == st["fetch"]["count"]
+    assert samples['fanhsm_fetch_errors_total{cause="other"}'] == 0
+    assert samples["fanhsm_fetch_duration_seconds_count"] == st["fetch"]["count"]
+    assert samples['fanhsm_fetch_duration_seconds_bucket{le="+Inf"}'] == st["fetch"]["count"]
+    assert samples["fanhsm_cache_content_bytes"] == st["bytes_present"]
+    assert "# TYPE fanhsm_read_wait_seconds histogram" in text
+    assert m.umount().returncode == 0
+    with pytest.raises(OSError):  # the endpoint goes with the mount
+        urllib.request.urlopen(url, timeout=5)

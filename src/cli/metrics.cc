@@ -1,0 +1,104 @@
+#include "cli/metrics.h"
+
+#include <limits>
+#include <map>
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+namespace hsm::cli {
+namespace {
+
+class Collector final : public prometheus::Collectable {
+ public:
+  explicit Collector(std::function<MetricsBatch()> collect) : collect_(std::move(collect)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    MetricsBatch batch = collect_();
+    std::vector<prometheus::MetricFamily> out;
+    std::map<std::string, size_t> index;  // family name -> position in out
+    for (const auto& v : batch.values) {
+      auto [it, added] = index.try_emplace(v.name, out.size());
+      if (added) {
+        out.push_back({v.name, v.help,
+                       v.counter ? prometheus::MetricType::Counter : prometheus::MetricType::Gauge,
+                       {}});
+      }
+      prometheus::ClientMetric m;
+      for (const auto& [k, val] : v.labels) m.label.push_back({k, val});
+      if (v.counter) {
+        m.counter.value = v.value;
+      } else {
+        m.gauge.value = v.value;
+      }
+      out[it->second].metric.push_back(std::move(m));
+    }
+    for (const auto& h : batch.histograms) {
+      prometheus::ClientMetric m;
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < LatencyHistogram::kBounds.size(); ++i) {
+        cumulative += h.snapshot.counts[i];
+        m.histogram.bucket.push_back({cumulative, LatencyHistogram::kBounds[i]});
+      }
+      m.histogram.bucket.push_back({h.snapshot.count, std::numeric_limits<double>::infinity()});
+      m.histogram.sample_count = h.snapshot.count;
+      m.histogram.sample_sum = h.snapshot.sumSeconds;
+      out.push_back({h.name, h.help, prometheus::MetricType::Histogram, {std::move(m)}});
+    }
+    return out;
+  }
+
+ private:
+  std::function<MetricsBatch()> collect_;
+};
+
+}  // namespace
+
+struct MetricsServer::Impl {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<Collector> collector;
+};
+
+Result<std::string> parseMetricsAddress(const std::string& spec) {
+  std::string host = "127.0.0.1", port = spec;
+  if (!spec.empty() && spec.front() == '[') {
+    auto close = spec.find("]:");
+    if (close == std::string::npos) {
+      return Status::error(EINVAL, fmt::format("bad --metrics address '{}' (use [ADDR]:PORT)", spec));
+    }
+    host = spec.substr(0, close + 1);
+    port = spec.substr(close + 2);
+  } else if (auto colon = spec.rfind(':'); colon != std::string::npos) {
+    if (colon > 0) host = spec.substr(0, colon);
+    port = spec.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) > 65535 || host.find_first_of(",/ ") != std::string::npos) {
+    return Status::error(EINVAL, fmt::format("bad --metrics address '{}' (use [ADDR:]PORT)", spec));
+  }
+  return host + ":" + port;
+}
+
+MetricsServer::MetricsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MetricsServer::~MetricsServer() = default;
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& address,
+                                                            std::function<MetricsBatch()> collect) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(address, 1);
+  } catch (const std::exception& e) {
+    return Status::error(EADDRINUSE, fmt::format("metrics: cannot listen on {}: {}", address, e.what()));
+  }
+  impl->collector = std::make_shared<Collector>(std::move(collect));
+  impl->exposer->RegisterCollectable(impl->collector);
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(impl)));
+}
+
+int MetricsServer::port() const {
+  auto ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+}  // namespace hsm::cli

@@ -115,7 +115,13 @@ class Daemon {
                                                   : std::min(60.0, double(config_.listingTtlSeconds));
       fc.entryTimeout = fc.attrTimeout = fc.negativeTimeout = ttl;
       fc.debug = config_.debug && config_.foreground;
-      return std::make_unique<frontend::FuseFrontend>(fc, *hydrator_, *populator_, *cache_);
+      auto fuse = std::make_unique<frontend::FuseFrontend>(fc, *hydrator_, *populator_, *cache_);
+      // A revalidated listing that changed or removed a name: the kernel must not keep
+      // serving the old entry and attributes. shutdown() stops the populator before the
+      // frontend is destroyed, so the listener never outlives it.
+      populator_->addChangedListener(
+          [f = fuse.get()](const std::string& path) { f->invalidate(path); });
+      return fuse;
     }
     frontend::FanotifyConfig fc;
     fc.treePath = cache_->treePath();

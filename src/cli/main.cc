@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +113,10 @@ std::string humanBytes(uint64_t b) {
   return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
+// The errno of any access to a FUSE mount whose daemon died: ENOTCONN, or ECONNABORTED
+// once the kernel aborted the connection.
+bool isDisconnectedErrno(int err) { return err == ENOTCONN || err == ECONNABORTED; }
+
 // Clears the mount left behind by a daemon that died; errors if a live one serves it.
 Status clearStale(const std::string& mountpoint) {
   auto rec = readRecord(mountpoint);
@@ -137,6 +142,15 @@ Status clearStale(const std::string& mountpoint) {
 }
 
 Status checkEmpty(const std::string& mountpoint) {
+  struct statfs sfs {};
+  if (::statfs(mountpoint.c_str(), &sfs) != 0 && isDisconnectedErrno(errno)) {
+    // The kernel may still have the mount point's attributes cached, so only a request
+    // that reaches the (dead) FUSE daemon tells: a mount fanhsm has no record of.
+    return Status::error(ENOTCONN, fmt::format("mount point '{}' is a disconnected FUSE mount "
+                                               "whose daemon died and that fanhsm has no record "
+                                               "of: clear it with 'fusermount3 -u {}'",
+                                               mountpoint, mountpoint));
+  }
   if (isMountPoint(mountpoint)) {
     return Status::error(EBUSY, fmt::format("mount point '{}' is already a mount point", mountpoint));
   }
@@ -179,7 +193,7 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     config.source = *source;
   }
   auto mp = canonicalDir(mpArg, "mount point");
-  if (!mp && mp.status().code() == ENOTCONN) {
+  if (!mp && isDisconnectedErrno(mp.status().code())) {
     // A FUSE mount whose daemon died: clear it if it was ours, then look again.
     auto abs = absoluteNoFollow(mpArg);
     if (!abs) return fail(abs.status().message());

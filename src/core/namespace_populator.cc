@@ -12,7 +12,24 @@ namespace hsm::core {
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
                                        size_t parallel, std::chrono::seconds ttl,
                                        ChangedFn onChanged)
-    : remote_(remote), cache_(cache), parallel_(parallel), ttl_(ttl), onChanged_(std::move(onChanged)) {}
+    : remote_(remote), cache_(cache), parallel_(parallel), ttl_(ttl) {
+  if (onChanged) addChangedListener(std::move(onChanged));
+}
+
+void NamespacePopulator::addChangedListener(ChangedFn fn) {
+  if (!fn) return;
+  std::lock_guard lock(listenersMu_);
+  listeners_.push_back(std::make_shared<const ChangedFn>(std::move(fn)));
+}
+
+void NamespacePopulator::notifyChanged(const std::string& path) {
+  std::vector<std::shared_ptr<const ChangedFn>> listeners;
+  {
+    std::lock_guard lock(listenersMu_);
+    listeners = listeners_;
+  }
+  for (const auto& fn : listeners) (*fn)(path);
+}
 
 namespace {
 int64_t nowSec() { return static_cast<int64_t>(std::time(nullptr)); }
@@ -117,9 +134,7 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
     revalidated_++;
     return Status::ok();
   }
-  auto changedAt = [&](const std::string& path) {
-    if (onChanged_) onChanged_(path);
-  };
+  auto changedAt = [&](const std::string& path) { notifyChanged(path); };
   std::vector<std::string> subdirs;
   uint64_t added = 0;
   for (const auto& e : listing->entries) {

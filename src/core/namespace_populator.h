@@ -14,12 +14,13 @@
 // Revalidation: with a TTL, a directory whose listing is older than the TTL is listed
 // again when it is opened (conditionally, where the remote supports it): new names appear,
 // names gone from the remote are removed from the tree and the index, files whose version
-// changed lose their cached content (onChanged lets the Hydrator forget them). The
+// changed lose their cached content. Change listeners hear of every such path (the
+// Hydrator forgets its state, a FUSE frontend drops the kernel's cached entry). The
 // background crawl never revalidates, so opening one directory never re-crawls a tree.
 //
 // Thread-safety: all methods are thread-safe. Listing of one directory is single-flight:
 // concurrent ensureListed() calls and the crawler share one listing. Locks: mu_ (rank 40),
-// never held across remote or disk I/O.
+// never held across remote or disk I/O; listenersMu_ (rank 45, leaf: only copies the list).
 #pragma once
 
 #include <chrono>
@@ -55,8 +56,11 @@ struct CrawlStats {
 
 class NamespacePopulator {
  public:
+  // Called with the path of a name whose cached version a listing changed or removed
+  // (after the cache tree and index were updated), on the listing's thread, with no lock
+  // of the populator held. It must not block on the kernel or on a listing.
   using ChangedFn = std::function<void(const std::string& path)>;
-  // `ttl` 0: a listing is never revalidated.
+  // `ttl` 0: a listing is never revalidated. `onChanged` (optional) is the first listener.
   NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel,
                      std::chrono::seconds ttl = std::chrono::seconds(0),
                      ChangedFn onChanged = nullptr);
@@ -75,9 +79,17 @@ class NamespacePopulator {
   // the remote's error if listing fails (a stale listing is kept then, and served).
   Status ensureListed(const std::string& dir, bool revalidate = true);
 
+  // Adds a change listener, called after those added before it. Thread-safe; may be
+  // called while listings run (one that is under way may or may not tell the new listener).
+  // Listeners are never removed: each must stay callable until stop() has returned and no
+  // ensureListed() call is under way.
+  void addChangedListener(ChangedFn fn);
+
   CrawlStats stats() const;
 
  private:
+  void notifyChanged(const std::string& path);
+
   Status listDir(const std::string& dir, const std::string& validator, bool relist);
   void crawlLoop();
 
@@ -85,7 +97,8 @@ class NamespacePopulator {
   cache::CacheStore& cache_;
   const size_t parallel_;
   const std::chrono::seconds ttl_;
-  const ChangedFn onChanged_;
+  mutable std::mutex listenersMu_;  // rank 45 (leaf): listeners_
+  std::vector<std::shared_ptr<const ChangedFn>> listeners_;
 
   mutable std::mutex mu_;  // rank 40
   std::condition_variable cv_;

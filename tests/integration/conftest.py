@@ -5,8 +5,14 @@ Ctrl-C or SIGTERM (ctest's timeout): daemons are stopped with `fanhsm umount` (t
 pid in their registry record, only daemons of this session's run dir), mounts are
 unmounted, loop devices detached. Every wait is bounded.
 
-The whole session exits with 77 (ctest's SKIP_RETURN_CODE) when not root or when the
-kernel has no FAN_PRE_ACCESS.
+The suite runs against one frontend (--frontend fanotify|fuse) and one cache filesystem
+(--fs ext4|xfs|btrfs on a loop device, or tmpfs, which only the FUSE frontend can use).
+Every test body is written once and runs on both frontends with the same assertions; a
+test that is about one frontend only carries `@pytest.mark.frontend_only(name, reason)`
+and is skipped on the other, with that reason.
+
+The whole session exits with 77 (ctest's SKIP_RETURN_CODE) when not root, when the
+kernel has no FAN_PRE_ACCESS (fanotify runs) or when /dev/fuse is not usable (FUSE runs).
 """
 import contextlib
 import ctypes
@@ -33,8 +39,11 @@ AT_FDCWD = -100
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fs", default="ext4", choices=["ext4", "xfs", "btrfs"],
-                     help="filesystem of the loop-mounted cache")
+    parser.addoption("--fs", default="ext4", choices=["ext4", "xfs", "btrfs", "tmpfs"],
+                     help="filesystem of the cache: loop-mounted ext4, xfs, btrfs, or tmpfs "
+                          "(tmpfs has no pre-content events: only with --frontend fuse)")
+    parser.addoption("--frontend", default="fanotify", choices=["fanotify", "fuse"],
+                     help="frontend every mount of the suite uses (fanhsm mount --frontend)")
     parser.addoption("--fanhsm", default=os.path.join(os.path.dirname(__file__), "../../build/fanhsm"),
                      help="path of the fanhsm binary")
 
@@ -58,12 +67,56 @@ def pre_access_unsupported(path):
     return None
 
 
+def fuse_unsupported():
+    """None if /dev/fuse can be opened, else why not."""
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return "/dev/fuse: %s" % e.strerror
+    return None
+
+
+def require_pre_access():
+    """Skips the calling test when the kernel has no FAN_PRE_ACCESS (a FUSE run on an older
+    kernel still runs everything else)."""
+    why = pre_access_unsupported(tempfile.gettempdir())
+    if why:
+        pytest.skip("kernel without FAN_PRE_ACCESS: " + why)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "frontend_only(name, reason): the test is about frontend `name` only; "
+        "skipped on the other one, with `reason`")
+
+
+def pytest_collection_modifyitems(config, items):
+    frontend = config.getoption("--frontend")
+    for item in items:
+        mark = item.get_closest_marker("frontend_only")
+        if mark is None:
+            continue
+        name = mark.args[0]
+        assert name in ("fanotify", "fuse") and mark.kwargs.get("reason"), item.nodeid
+        if name != frontend:
+            item.add_marker(pytest.mark.skip(reason="%s only: %s" % (name, mark.kwargs["reason"])))
+
+
 def pytest_sessionstart(session):
     if os.geteuid() != 0:
         pytest.exit("integration tests need root (fanotify pre-content, mounts)", returncode=SKIP)
-    why = pre_access_unsupported(tempfile.gettempdir())
-    if why:
-        pytest.exit("kernel without FAN_PRE_ACCESS (6.14+ needed): " + why, returncode=SKIP)
+    frontend = session.config.getoption("--frontend")
+    if session.config.getoption("--fs") == "tmpfs" and frontend != "fuse":
+        pytest.exit("--fs tmpfs needs --frontend fuse (tmpfs has no pre-content events)",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+    if frontend == "fanotify":
+        why = pre_access_unsupported(tempfile.gettempdir())
+        if why:
+            pytest.exit("kernel without FAN_PRE_ACCESS (6.14+ needed): " + why, returncode=SKIP)
+    else:
+        why = fuse_unsupported()
+        if why:
+            pytest.exit("FUSE not usable: " + why, returncode=SKIP)
     # ctest's TIMEOUT and a plain `kill` send SIGTERM: turn it into the same orderly teardown
     # as Ctrl-C, so no mount, daemon or loop device outlives the run.
     def interrupted(signum, frame):
@@ -80,6 +133,13 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and rep.when == "call":
         for m in getattr(item, "fanhsm_mounts", []):
             rep.sections.append(("daemon log of " + m.mountpoint, m.log_tail()))
+
+
+def changed_errno(frontend):
+    """The errno of a read that needs the remote version a file was listed with, when the
+    remote has another one now: EIO through fanotify (which can deny only with a few
+    errnos), ESTALE through FUSE (docs: STYLE.md, "keyed by (path, ObjectVersion)")."""
+    return errno.ESTALE if frontend == "fuse" else errno.EIO
 
 
 def run(cmd, check=True, **kw):
@@ -117,6 +177,12 @@ def fanhsm(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def frontend(pytestconfig):
+    """The frontend of this run: "fanotify" or "fuse"."""
+    return pytestconfig.getoption("--frontend")
+
+
+@pytest.fixture(scope="session")
 def session_dir():
     d = tempfile.mkdtemp(prefix="fanhsm-it.", dir="/tmp")
     os.chmod(d, 0o755)  # web servers under test run workers as unprivileged users
@@ -132,8 +198,20 @@ def session_dir():
 
 @pytest.fixture(scope="session")
 def cachefs(pytestconfig, session_dir):
-    """A loop-mounted filesystem of the requested type, for caches."""
+    """A filesystem of the requested type, for caches: loop-mounted, or a tmpfs."""
     fstype = pytestconfig.getoption("--fs")
+    if fstype == "tmpfs":
+        mnt = os.path.join(session_dir, "cachefs")
+        os.makedirs(mnt)
+        run(["mount", "-t", "tmpfs", "-o", "size=3g,mode=0755", "tmpfs", mnt])
+        try:
+            yield mnt
+        finally:
+            if subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL).returncode != 0:
+                time.sleep(1)  # a daemon that just exited may still hold it for a moment
+                if subprocess.run(["umount", mnt]).returncode != 0:
+                    subprocess.run(["umount", "-l", mnt])
+        return
     mkfs = {"ext4": ["mkfs.ext4", "-q"], "xfs": ["mkfs.xfs", "-q"], "btrfs": ["mkfs.btrfs", "-q"]}[fstype]
     if shutil.which(mkfs[0]) is None:
         pytest.exit("%s not installed" % mkfs[0], returncode=SKIP)
@@ -195,22 +273,28 @@ def is_fanhsm(pid):
 class Mount:
     """One fanhsm mount. Use through the `mounter` fixture (which always cleans up)."""
 
-    def __init__(self, fanhsm, source, mountpoint, cache, extra=()):
+    def __init__(self, fanhsm, source, mountpoint, cache, frontend, extra=()):
         self.fanhsm, self.source, self.mountpoint, self.cache = fanhsm, source, mountpoint, cache
+        self.frontend = frontend  # of the next mount()
         self.extra = list(extra)
         self.pid = None
         self.pids = set()  # every daemon this Mount started (a remount starts another)
 
-    def mount(self):
-        r = run([self.fanhsm, "mount", "--cache", self.cache] + self.extra +
-                [self.source, self.mountpoint], check=False)
+    def mount(self, frontend=None):
+        """Mounts (again); `frontend` switches the frontend for this and later mounts."""
+        if frontend:
+            self.frontend = frontend
+        r = run([self.fanhsm, "mount", "--frontend", self.frontend, "--cache", self.cache] +
+                self.extra + [self.source, self.mountpoint], check=False)
         pid = registry_pid(self.mountpoint)
         if pid:
             self.pids.add(pid)
         if r.returncode != 0:
             raise AssertionError("fanhsm mount failed (%d): %s" % (r.returncode, r.stderr))
-        self.pid = self.status()["pid"]
+        st = self.status()
+        self.pid = st["pid"]
         assert pid in (None, self.pid), "registry pid %s, status pid %s" % (pid, self.pid)
+        assert st["frontend"] == self.frontend, st
         self.pids.add(self.pid)
         return r
 
@@ -271,15 +355,17 @@ def workdir(session_dir, request):
 
 
 @pytest.fixture
-def mounter(fanhsm, cachefs, run_dir, workdir, request):
-    """mounter(source, **kw) -> a mounted Mount with a fresh cache; all cleaned up after."""
+def mounter(fanhsm, cachefs, run_dir, workdir, frontend, request):
+    """mounter(source, **kw) -> a mounted Mount with a fresh cache, through the run's frontend
+    unless `frontend` says otherwise; all cleaned up after."""
     mounts = []
 
-    def make(source, cache=None, mountpoint=None, extra=(), do_mount=True):
+    def make(source, cache=None, mountpoint=None, extra=(), do_mount=True, frontend=frontend):
         mp = mountpoint or os.path.join(workdir, "mnt%d" % len(mounts))
         os.makedirs(mp, exist_ok=True)
         m = Mount(fanhsm, source, mp, cache or os.path.join(cachefs, os.path.basename(workdir),
-                                                              "cache%d" % len(mounts)), extra)
+                                                              "cache%d" % len(mounts)),
+                  frontend, extra)
         mounts.append(m)
         if do_mount:
             m.mount()

@@ -121,16 +121,21 @@ Status FanotifyFrontend::start() {
 Status FanotifyFrontend::unmount(bool lazy) {
   if (!mounted_) return Status::ok();
   int flags = UMOUNT_NOFOLLOW | (lazy ? MNT_DETACH : 0);
+  // Set before the detach: an event of an open file can arrive (with a path from the
+  // detached view's root) as soon as umount2 has detached it, before it returns here.
+  // While the view is still attached its paths are under the mount point and match first.
+  if (lazy) detached_ = true;
   if (::umount2(config_.mountpoint.c_str(), flags) != 0) {
-    if (errno == EBUSY) {
+    const int err = errno;
+    detached_ = false;
+    if (err == EBUSY) {
       return Status::error(EBUSY, fmt::format("'{}' is busy: files or directories under it are "
                                               "in use (see `fuser -vm {}`)",
                                               config_.mountpoint, config_.mountpoint));
     }
-    return Status::fromErrno(errno, fmt::format("unmount '{}'", config_.mountpoint));
+    return Status::fromErrno(err, fmt::format("unmount '{}'", config_.mountpoint));
   }
   mounted_ = false;
-  if (lazy) detached_ = true;
   return Status::ok();
 }
 

@@ -306,6 +306,11 @@ Status FuseFrontend::start() {
                                                 "from the kernel)",
                                                 config_.mountpoint));
   }
+  {
+    std::lock_guard lock(notifyMu_);
+    notifyRunning_ = true;
+  }
+  notifyThread_ = std::thread([this] { notifyLoop(); });
   log::info("fuse: serving '{}' at '{}' ({} worker threads at most)", config_.treePath,
             config_.mountpoint, config_.workers);
   return Status::ok();
@@ -337,6 +342,71 @@ void FuseFrontend::loop() {
     loopResult_ = rc;
   }
   stateCv_.notify_all();
+}
+
+void FuseFrontend::invalidate(const std::string& path) {
+  {
+    std::lock_guard lock(notifyMu_);
+    if (!notifyRunning_) return;
+    notifyQueue_.push_back(path);
+    notifyQueued_++;
+  }
+  notifyCv_.notify_one();
+}
+
+void FuseFrontend::waitInvalidationsSent(std::chrono::milliseconds limit) {
+  std::unique_lock lock(notifyMu_);
+  const uint64_t target = notifyQueued_;
+  if (!notifySentCv_.wait_for(lock, limit,
+                              [&] { return !notifyRunning_ || notifySent_ >= target; })) {
+    log::warn("fuse: kernel cache invalidations still pending after {} ms", limit.count());
+  }
+}
+
+void FuseFrontend::notifyLoop() {
+  pthread_setname_np(pthread_self(), "fanhsm-fuse-inv");
+  std::unique_lock lock(notifyMu_);
+  while (true) {
+    notifyCv_.wait(lock, [&] { return !notifyRunning_ || !notifyQueue_.empty(); });
+    if (!notifyRunning_) return;
+    std::string path = std::move(notifyQueue_.front());
+    notifyQueue_.pop_front();
+    lock.unlock();
+    sendInvalidation(path);
+    lock.lock();
+    notifySent_++;
+    notifySentCv_.notify_all();
+  }
+}
+
+void FuseFrontend::sendInvalidation(const std::string& path) {
+  if (path.empty()) return;  // the root is never replaced
+  // -ENOENT: the kernel has no such entry or inode cached; nothing to drop.
+  if (auto parent = nodes_.idOf(std::string(parentPath(path)))) {
+    const std::string name(baseName(path));
+    int rc = fuse_lowlevel_notify_inval_entry(session_, *parent, name.c_str(), name.size());
+    if (rc != 0 && rc != -ENOENT) {
+      log::warn("fuse: dropping the kernel's entry of '{}': {}", path, std::strerror(-rc));
+    }
+  }
+  if (auto id = nodes_.idOf(path)) {
+    int rc = fuse_lowlevel_notify_inval_inode(session_, *id, -1, 0);  // attributes only
+    if (rc != 0 && rc != -ENOENT) {
+      log::warn("fuse: dropping the kernel's attributes of '{}': {}", path, std::strerror(-rc));
+    }
+  }
+  log::debug("fuse: kernel caches of '{}' invalidated", path);
+}
+
+void FuseFrontend::stopNotifier() {
+  {
+    std::lock_guard lock(notifyMu_);
+    notifyRunning_ = false;
+    notifyQueue_.clear();
+  }
+  notifyCv_.notify_all();
+  notifySentCv_.notify_all();
+  if (notifyThread_.joinable()) notifyThread_.join();
 }
 
 bool FuseFrontend::waitLoopDone(std::chrono::milliseconds limit) {
@@ -391,6 +461,9 @@ bool FuseFrontend::waitUntilUnused(std::chrono::seconds limit) {
 void FuseFrontend::stop() {
   if (stopped_) return;
   stopped_ = true;
+  // Before the session goes: a notification under way returns once the request that holds
+  // the directory's lock was answered, which the still running loop does.
+  stopNotifier();
   if (session_ == nullptr) return;
   if (mounted_) {
     Status s = unmount(true);
@@ -446,6 +519,11 @@ std::optional<std::string> FuseFrontend::pathOf(FuseRequest& req, uint64_t ino) 
   return p;
 }
 
+bool FuseFrontend::isCurrent(uint64_t ino, const struct stat& st) const {
+  auto v = nodes_.version(ino);
+  return !v || *v == 0 || *v == static_cast<uint64_t>(st.st_ino);
+}
+
 Status FuseFrontend::statPath(const std::string& path, struct stat* st) const {
   if (path.empty()) {
     if (::fstatat(cache_.treeFd(), "", st, AT_EMPTY_PATH) != 0) {
@@ -499,7 +577,7 @@ void FuseFrontend::lookup(FuseRequest& req, uint64_t parent, const char* name) {
   }
   e.attr_timeout = config_.attrTimeout;
   e.entry_timeout = config_.entryTimeout;
-  e.ino = nodes_.ref(path);
+  e.ino = nodes_.ref(path, e.attr.st_ino);
   if (!req.entry(e)) nodes_.forget(e.ino, 1);  // the kernel did not take the reference
 }
 
@@ -510,6 +588,10 @@ void FuseFrontend::getattr(FuseRequest& req, uint64_t ino) {
   Status s = statPath(*path, &st);
   if (!s) {
     req.err(fuseErrno(s.code()));
+    return;
+  }
+  if (!isCurrent(ino, st)) {
+    req.err(ESTALE);  // the remote changed: this inode stands for the old version
     return;
   }
   req.attr(st, config_.attrTimeout);
@@ -532,6 +614,17 @@ void FuseFrontend::open(FuseRequest& req, uint64_t ino, fuse_file_info* fi) {
   if (!fd) {
     log::warn("open '{}': {}", *path, fd.status().message());
     req.err(fuseErrno(fd.status().code()));
+    return;
+  }
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0) {
+    req.err(EIO);
+    return;
+  }
+  if (!isCurrent(ino, st)) {
+    // The remote changed since the kernel looked this inode up: opening the path now
+    // would serve the new version's bytes under the old version's size.
+    req.err(ESTALE);
     return;
   }
   fi->fh = static_cast<uint64_t>(fd->get());
@@ -595,6 +688,9 @@ void FuseFrontend::opendir(FuseRequest& req, uint64_t ino, fuse_file_info* fi) {
     req.err(fuseErrno(s.code()));
     return;
   }
+  // A revalidated listing may have replaced names of this directory: `ls; stat name` must
+  // not find the old entry still cached. The kernel holds no lock of the directory here.
+  waitInvalidationsSent(std::chrono::seconds(5));
   auto fd = cache_.openBeneath(*path, O_RDONLY | O_DIRECTORY);
   if (!fd) {
     req.err(fuseErrno(fd.status().code()));
@@ -674,7 +770,7 @@ void FuseFrontend::readdir(FuseRequest& req, uint64_t /*ino*/, size_t size, int6
     size_t need = fuse_add_direntry_plus(req.get(), nullptr, 0, ent.name.c_str(), nullptr, 0);
     if (need > size - used) break;
     if (!isDotName(ent.name) && e.entry_timeout > 0) {
-      e.ino = nodes_.ref(joinPath(h->path, ent.name));
+      e.ino = nodes_.ref(joinPath(h->path, ent.name), e.attr.st_ino);
       refs.push_back(e.ino);
     }
     used += fuse_add_direntry_plus(req.get(), buf.data() + used, size - used, ent.name.c_str(), &e,

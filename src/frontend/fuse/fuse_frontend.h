@@ -12,8 +12,20 @@
 //   exactly the directories on the way. opendir lists the directory too.
 // - Read-only: the mount is made with `ro` and every modifying request answers EROFS.
 //   Files found full at open are opened with keep_cache (the kernel keeps their pages).
-// - Node ids are this frontend's own (NodeTable: id <-> relative path, lookup counts,
-//   forget). st_ino and d_ino are the cache tree's inode numbers.
+// - Node ids are this frontend's own (NodeTable: id <-> relative path and version, lookup
+//   counts, forget). st_ino and d_ino are the cache tree's inode numbers. A remote change
+//   replaces the cache entry with a new inode, and its path then gets a new node id: a
+//   file still open on the old version keeps the old size and pages, and its requests
+//   that would need the cache entry it no longer has answer ESTALE (getattr, open, read).
+// - Revalidation: invalidate(path) (a NamespacePopulator change listener) makes the kernel
+//   drop its entry for a changed or removed name and the attributes of the inode it named
+//   (fuse_lowlevel_notify_inval_entry / _inode), so the next lookup sees the new version
+//   instead of serving stale attributes or pages until the entry timeout. opendir replies
+//   only once the invalidations its listing caused were sent, so `ls dir; stat dir/name`
+//   sees the new version. A revalidation caused by a lookup cannot wait (the kernel holds
+//   the directory's lock that dropping an entry needs): until the notifier thread has sent
+//   them (moments later), an inode of a replaced version answers ESTALE, never the new
+//   bytes under the old size.
 // - Every request is a FuseRequest (fuse_request.h): answered exactly once; one that
 //   nothing answered (early return, exception) is answered EIO by its destructor, and
 //   each handler has a catch-all.
@@ -37,8 +49,9 @@
 //   joins it and frees the session. Idempotent. Not to be called from a FUSE request.
 // - Threads: start/unmount/stop/waitUntilUnused from one controlling thread; requests are
 //   served on libfuse's worker threads, which call Hydrator/NamespacePopulator (no lock of
-//   this class is held across them).
-// - Locks: NodeTable::mu_ (rank 50, leaf); stateMu_ (rank 55, leaf: INIT seen, loop done).
+//   this class is held across them). Invalidations are sent from one notifier thread.
+// - Locks: NodeTable::mu_ (rank 50, leaf); stateMu_ (rank 55, leaf: INIT seen, loop done);
+//   notifyMu_ (rank 56, leaf: the invalidation queue).
 // - Process-wide side effect: start() installs a no-op handler for kWakeSignal
 //   (SIGRTMIN+5) without SA_RESTART, used to interrupt the loop thread's sem_wait() in
 //   stop(); it is unblocked on the loop thread only. It also routes libfuse's messages
@@ -51,6 +64,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -99,6 +113,13 @@ class FuseFrontend final : public Frontend {
   FrontendStats stats() const override;
   const char* name() const override { return "fuse"; }
 
+  // Queues a notification that the kernel must drop what it caches of `path` (its entry in
+  // the parent directory, the attributes of the inode it names). Thread-safe and never
+  // blocks: the kernel takes the parent directory's lock to drop an entry, which a lookup
+  // in that directory holds while it waits for the very listing that calls this, so the
+  // notifications are sent from the notifier thread. Ignored before start() and after stop().
+  void invalidate(const std::string& path);
+
   static int wakeSignal();  // kWakeSignal
 
  private:
@@ -109,6 +130,12 @@ class FuseFrontend final : public Frontend {
   void signalInit();
   // Waits until the loop thread returned, at most `limit`.
   bool waitLoopDone(std::chrono::milliseconds limit);
+  void notifyLoop();
+  void sendInvalidation(const std::string& path);
+  // Waits (at most `limit`) until every invalidation queued so far was sent. Only where
+  // the kernel holds no directory lock for the request (opendir, not lookup).
+  void waitInvalidationsSent(std::chrono::milliseconds limit);
+  void stopNotifier();
 
   // Request handlers (fuse_frontend.cc). Each answers `req`.
   void lookup(FuseRequest& req, uint64_t parent, const char* name);
@@ -125,6 +152,9 @@ class FuseFrontend final : public Frontend {
 
   // The path of `ino` or an answer of ESTALE.
   std::optional<std::string> pathOf(FuseRequest& req, uint64_t ino);
+  // False if node `ino` stands for another version than `st` (a cache entry replaced since
+  // the kernel looked it up).
+  bool isCurrent(uint64_t ino, const struct stat& st) const;
   // lstat of a path of the tree, resolved beneath it.
   Status statPath(const std::string& path, struct stat* st) const;
   // The value of user.fanhsm.state for `path` of type `st`, or an errno.
@@ -146,6 +176,14 @@ class FuseFrontend final : public Frontend {
   bool initDone_ = false;
   bool loopDone_ = false;
   int loopResult_ = 0;
+
+  std::mutex notifyMu_;  // rank 56 (leaf): notifyQueue_, notifyRunning_, counters
+  std::condition_variable notifyCv_;      // work queued, or stopping
+  std::condition_variable notifySentCv_;  // notifySent_ grew, or stopping
+  std::deque<std::string> notifyQueue_;
+  bool notifyRunning_ = false;
+  uint64_t notifyQueued_ = 0, notifySent_ = 0;
+  std::thread notifyThread_;
 
   std::atomic<uint64_t> reads_{0}, dirOpens_{0}, opens_{0}, denied_{0}, pending_{0};
 };

@@ -4,7 +4,7 @@ namespace hsm::frontend {
 
 NodeTable::NodeTable() {
   // The root is never looked up and never forgotten: the kernel knows it from mount.
-  nodes_[kRootId] = Node{"", 1};
+  nodes_[kRootId] = Node{"", 0, 1};
   ids_[""] = kRootId;
 }
 
@@ -15,16 +15,33 @@ std::optional<std::string> NodeTable::path(uint64_t id) const {
   return it->second.path;
 }
 
-uint64_t NodeTable::ref(const std::string& path) {
+std::optional<uint64_t> NodeTable::version(uint64_t id) const {
+  std::lock_guard lock(mu_);
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return std::nullopt;
+  return it->second.version;
+}
+
+std::optional<uint64_t> NodeTable::idOf(const std::string& path) const {
+  std::lock_guard lock(mu_);
+  auto it = ids_.find(path);
+  if (it == ids_.end()) return std::nullopt;
+  return it->second;
+}
+
+uint64_t NodeTable::ref(const std::string& path, uint64_t version) {
   std::lock_guard lock(mu_);
   auto it = ids_.find(path);
   if (it != ids_.end()) {
-    nodes_[it->second].lookups++;
-    return it->second;
+    Node& n = nodes_[it->second];
+    if (it->second == kRootId || n.version == version) {
+      n.lookups++;
+      return it->second;
+    }
   }
   uint64_t id = next_++;
-  nodes_[id] = Node{path, 1};
-  ids_[path] = id;
+  nodes_[id] = Node{path, version, 1};
+  ids_[path] = id;  // an older version's id keeps its node until forgotten
   return id;
 }
 
@@ -37,7 +54,8 @@ void NodeTable::forget(uint64_t id, uint64_t n) {
     it->second.lookups -= n;
     return;
   }
-  ids_.erase(it->second.path);
+  auto cur = ids_.find(it->second.path);
+  if (cur != ids_.end() && cur->second == id) ids_.erase(cur);
   nodes_.erase(it);
 }
 

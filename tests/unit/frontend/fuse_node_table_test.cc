@@ -19,12 +19,12 @@ TEST(FuseNodeTable, RootIsAlwaysKnown) {
 
 TEST(FuseNodeTable, LookupsCountAndForgetRemoves) {
   NodeTable t;
-  uint64_t a = t.ref("a/b");
+  uint64_t a = t.ref("a/b", 7);
   EXPECT_NE(a, NodeTable::kRootId);
-  EXPECT_EQ(t.ref("a/b"), a);
-  EXPECT_EQ(t.ref("a/b"), a);
+  EXPECT_EQ(t.ref("a/b", 7), a);
+  EXPECT_EQ(t.ref("a/b", 7), a);
   EXPECT_EQ(t.lookups(a), 3u);
-  uint64_t c = t.ref("c");
+  uint64_t c = t.ref("c", 8);
   EXPECT_NE(c, a);
   t.forget(a, 2);
   EXPECT_EQ(t.path(a), "a/b");
@@ -32,12 +32,33 @@ TEST(FuseNodeTable, LookupsCountAndForgetRemoves) {
   EXPECT_EQ(t.path(a), std::nullopt);
   EXPECT_EQ(t.size(), 2u);
   // A path looked up again after it was forgotten gets a new id: ids are never reused.
-  uint64_t a2 = t.ref("a/b");
+  uint64_t a2 = t.ref("a/b", 7);
   EXPECT_NE(a2, a);
   EXPECT_GT(a2, c);
   t.forget(12345, 1);  // unknown: ignored
   t.forget(c, 99);     // more than it holds: gone
   EXPECT_EQ(t.path(c), std::nullopt);
+}
+
+TEST(FuseNodeTable, NewVersionOfAPathGetsANewIdTheOldOneStays) {
+  NodeTable t;
+  uint64_t v1 = t.ref("f", 100);
+  EXPECT_EQ(t.idOf("f"), v1);
+  EXPECT_EQ(t.version(v1), 100u);
+  uint64_t v2 = t.ref("f", 200);  // the cache entry was replaced (remote change)
+  EXPECT_NE(v2, v1);
+  EXPECT_EQ(t.idOf("f"), v2);
+  EXPECT_EQ(t.path(v1), "f");  // files open on the old version still resolve
+  EXPECT_EQ(t.version(v1), 100u);
+  EXPECT_EQ(t.version(v2), 200u);
+  EXPECT_EQ(t.ref("f", 200), v2);
+  t.forget(v1, 1);  // forgetting the old version leaves the path's newest id alone
+  EXPECT_EQ(t.path(v1), std::nullopt);
+  EXPECT_EQ(t.idOf("f"), v2);
+  t.forget(v2, 2);
+  EXPECT_EQ(t.idOf("f"), std::nullopt);
+  EXPECT_EQ(t.version(NodeTable::kRootId), 0u);
+  EXPECT_EQ(t.idOf(""), NodeTable::kRootId);
 }
 
 TEST(FuseErrno, MetadataErrorsNameTheCauseOrAreEio) {

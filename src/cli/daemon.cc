@@ -22,8 +22,8 @@
 #include "core/namespace_populator.h"
 #include "frontend/fanotify/fanotify_frontend.h"
 #include "frontend/fuse/fuse_frontend.h"
-#include "remote/http/http_remote.h"
-#include "remote/localdir/localdir_remote.h"
+#include "cli/fetch_worker_main.h"
+#include "remote/worker/worker_remote.h"
 #include "util/log.h"
 #include "util/rel_path.h"
 
@@ -40,27 +40,11 @@ class Daemon {
  public:
   explicit Daemon(const MountConfig& config) : config_(config) {}
 
-  Result<std::unique_ptr<remote::Remote>> openRemote() {
-    if (!isUrl(config_.source)) {
-      auto r = remote::LocalDirRemote::open(config_.source);
-      if (!r) return r.status();
-      return std::unique_ptr<remote::Remote>(std::move(*r));
-    }
-    remote::HttpOptions o;
-    o.insecure = config_.insecure;
-    o.user = config_.user;
-    o.netrc = config_.netrc;
-    o.headers = config_.headers;
-    o.stallTimeout = std::chrono::seconds(config_.timeoutSeconds);
-    o.retries = config_.retries;
-    auto r = remote::HttpRemote::open(config_.source, o);
-    if (!r) return r.status();
-    return std::unique_ptr<remote::Remote>(std::move(*r));
-  }
-
   Status setup() {
-    auto remote = openRemote();
+    // The source is read by a separate, unprivileged fetch worker (restarted if it dies).
+    auto remote = remote::WorkerRemote::start(workerConfig(config_));
     if (!remote) return remote.status();
+    worker_ = remote->get();
     remote_ = std::move(*remote);
     auto cache = cache::CacheStore::open(config_.cacheDir);
     if (!cache) return cache.status();
@@ -362,6 +346,8 @@ class Daemon {
             {"dirs", {{"total", st->dirs}, {"listed", st->dirsListed}}},
             {"symlinks", st->symlinks},
             {"cache_size", config_.cacheSize},
+            {"worker", {{"pid", worker_->stats().pid}, {"restarts", worker_->stats().restarts},
+                        {"retried_calls", worker_->stats().retriedCalls}}},
             {"metrics", metrics_ ? fmt::format("http://{}:{}/metrics",
                                                config_.metrics.substr(0, config_.metrics.rfind(':')),
                                                metrics_->port())
@@ -384,6 +370,7 @@ class Daemon {
 
   MountConfig config_;
   std::unique_ptr<remote::Remote> remote_;
+  remote::WorkerRemote* worker_ = nullptr;  // remote_, as the worker it is
   std::unique_ptr<cache::CacheStore> cache_;
   std::unique_ptr<core::Hydrator> hydrator_;
   std::unique_ptr<core::NamespacePopulator> populator_;

@@ -27,6 +27,7 @@
 #include "cli/config.h"
 #include "cli/control.h"
 #include "cli/daemon.h"
+#include "cli/fetch_worker_main.h"
 #include "cli/metrics.h"
 #include "cli/registry.h"
 #include "frontend/fanotify/group_guard.h"
@@ -657,5 +658,7 @@ int main(int argc, char** argv) {
 int main(int argc, char** argv) {
   // The group guard (frontend/fanotify/group_guard.h) is this binary, started by the daemon.
   if (argc == 3 && std::string_view(argv[1]) == "__guard") return hsm::frontend::runGroupGuard(argv[2]);
+  // The fetch worker (remote/worker/worker_remote.h), started by the daemon.
+  if (argc == 2 && std::string_view(argv[1]) == "__worker") return hsm::cli::runWorkerProcess();
   return hsm::cli::main(argc, argv);
 }

@@ -42,8 +42,9 @@ void Evictor::loop() {
     {
       std::unique_lock lock(wakeMu_);
       auto woken = [this] { return stopping_ || kicked_; };
-      // Without a quota only kick() starts a pass.
-      if (config_.quotaBytes > 0) {
+      // Without a quota only kick() starts a pass, or a full cache filesystem that a
+      // pass could not relieve yet (every candidate was in use): retried every interval.
+      if (config_.quotaBytes > 0 || spaceWanted_) {
         wakeCv_.wait_for(lock, config_.interval, woken);
       } else {
         wakeCv_.wait(lock, woken);
@@ -51,7 +52,14 @@ void Evictor::loop() {
       if (stopping_) return;
       kicked_ = false;
     }
-    auto r = runPass();
+    Result<EvictorStats> r = Status::error(EIO, "no pass");
+    if (spaceWanted_) {
+      const uint64_t before = bytesReleased_;
+      r = freeSpace();
+      if (bytesReleased_ > before) spaceWanted_ = false;
+    } else {
+      r = runPass();
+    }
     if (!r) {
       errors_++;
       log::warn("eviction: {}", r.status().message());
@@ -67,7 +75,10 @@ bool Evictor::freeSpaceNow() {
     errors_++;
     log::warn("eviction: {}", r.status().message());
   }
-  return bytesReleased_ > before;
+  if (bytesReleased_ > before) return true;
+  spaceWanted_ = true;  // files in use now may be free in a moment: keep trying
+  kick();
+  return false;
 }
 
 Result<EvictorStats> Evictor::freeSpace() {

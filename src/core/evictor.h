@@ -74,7 +74,9 @@ class Evictor {
   // the high watermark, freeing at least a tenth of the content (64 MiB at least; down to
   // the low watermark if that is lower). The index reserve (CacheStore::dropReserve) lets
   // it record releases on a full filesystem. Returns true if anything was released
-  // (also by a pass that ran while this one waited for its turn).
+  // (also by a pass that ran while this one waited for its turn). If nothing could be
+  // released (all in use), the evictor's thread keeps trying every interval until a pass
+  // frees something.
   bool freeSpaceNow();
   // One pass: if usage is above the high watermark (or `force`), releases until it is at
   // or below `targetBytes` (default: the low watermark).
@@ -100,6 +102,7 @@ class Evictor {
   bool kicked_ = false;
   std::thread thread_;
 
+  std::atomic<bool> spaceWanted_{false};  // a full-filesystem pass freed nothing yet
   std::atomic<uint64_t> passes_{0}, filesReleased_{0}, bytesReleased_{0}, busy_{0},
       secondChances_{0}, errors_{0}, cacheFullPasses_{0}, usage_{0};
 };

@@ -1,0 +1,465 @@
+#include "remote/worker/worker_remote.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "util/log.h"
+
+namespace hsm::remote {
+namespace {
+
+constexpr int kControlFd = 3;  // in the worker
+constexpr size_t kMaxControlMessage = 1 << 20;
+constexpr uint32_t kMaxFrame = 256u << 20;  // a listing of a huge directory
+constexpr size_t kDataFrame = 256 << 10;
+constexpr int kHelloTimeoutMs = 180000;  // opening an HTTP source probes it, with retries
+
+// --- framing on a data channel -------------------------------------------------------
+
+Status writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::fromErrno(errno, "fetch worker channel");
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::ok();
+}
+
+Status writeFrame(int fd, char type, const char* data, size_t len) {
+  char hdr[5] = {type};
+  const auto l = static_cast<uint32_t>(len);
+  for (int i = 0; i < 4; ++i) hdr[1 + i] = static_cast<char>((l >> (8 * i)) & 0xff);
+  HSM_RETURN_IF_ERROR(writeAll(fd, hdr, sizeof hdr));
+  return writeAll(fd, data, len);
+}
+
+Status writeFrame(int fd, char type, const std::string& s) { return writeFrame(fd, type, s.data(), s.size()); }
+
+// Reads exactly n bytes. EPIPE at EOF (the worker went away).
+Status readExact(int fd, char* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::fromErrno(errno, "fetch worker channel");
+    }
+    if (r == 0) return Status::error(EPIPE, "the fetch worker went away");
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return Status::ok();
+}
+
+Status readFrame(int fd, char* type, std::string* payload) {
+  char hdr[5];
+  HSM_RETURN_IF_ERROR(readExact(fd, hdr, sizeof hdr));
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len |= static_cast<uint32_t>(static_cast<unsigned char>(hdr[1 + i])) << (8 * i);
+  if (len > kMaxFrame) return Status::error(EPROTO, "fetch worker: frame too large");
+  *type = hdr[0];
+  payload->resize(len);
+  return readExact(fd, payload->data(), len);
+}
+
+// --- control channel (SOCK_SEQPACKET: one message per request, maybe with a fd) -------
+
+Status sendMessage(int fd, const std::string& text, int passFd) {
+  struct iovec iov = {const_cast<char*>(text.data()), text.size()};
+  struct msghdr msg {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  if (passFd >= 0) {
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &passFd, sizeof(int));
+  }
+  while (::sendmsg(fd, &msg, MSG_NOSIGNAL) < 0) {
+    if (errno != EINTR) return Status::fromErrno(errno, "fetch worker control channel");
+  }
+  return Status::ok();
+}
+
+// Receives one message (and the fd it carries, if any). EPIPE at EOF.
+Status recvMessage(int fd, std::string* text, UniqueFd* passed) {
+  text->resize(kMaxControlMessage);
+  struct iovec iov = {text->data(), text->size()};
+  struct msghdr msg {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  while ((n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0) {
+    if (errno != EINTR) return Status::fromErrno(errno, "fetch worker control channel");
+  }
+  if (n == 0) return Status::error(EPIPE, "control channel closed");
+  text->resize(static_cast<size_t>(n));
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && passed) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c), sizeof(int));
+      passed->reset(f);
+    }
+  }
+  return Status::ok();
+}
+
+// --- entries as JSON -------------------------------------------------------------------
+
+nlohmann::json toJson(const Entry& e) {
+  return {{"n", e.name}, {"t", static_cast<int>(e.type)}, {"s", e.size}, {"m", e.mtimeNs},
+          {"p", e.mode}, {"l", e.linkTarget}, {"v", e.version}};
+}
+
+Entry fromJson(const nlohmann::json& j) {
+  Entry e;
+  e.name = j.at("n").get<std::string>();
+  e.type = static_cast<EntryType>(j.at("t").get<int>());
+  e.size = j.at("s").get<uint64_t>();
+  e.mtimeNs = j.at("m").get<int64_t>();
+  e.mode = j.at("p").get<uint32_t>();
+  e.linkTarget = j.at("l").get<std::string>();
+  e.version = j.at("v").get<std::string>();
+  return e;
+}
+
+Status endStatus(const nlohmann::json& end) {
+  int err = end.value("errno", 0);
+  if (err == 0) return Status::ok();
+  return Status::error(err, end.value("error", std::string("fetch worker error")));
+}
+
+std::string endFrame(const Status& s, bool ranges) {
+  return nlohmann::json{{"errno", s ? 0 : s.code()}, {"error", s ? "" : s.message()}, {"ranges", ranges}}
+      .dump();
+}
+
+// A died worker shows as EPIPE/ECONNRESET on the data channel.
+bool workerDied(const Status& s) { return s.code() == EPIPE || s.code() == ECONNRESET; }
+
+}  // namespace
+
+// --- daemon side -----------------------------------------------------------------------
+
+Result<std::unique_ptr<WorkerRemote>> WorkerRemote::start(nlohmann::json config) {
+  std::unique_ptr<WorkerRemote> w(new WorkerRemote());
+  w->config_ = std::move(config);
+  std::lock_guard lock(w->mu_);
+  HSM_RETURN_IF_ERROR(w->spawnLocked());
+  return w;
+}
+
+WorkerRemote::~WorkerRemote() {
+  std::lock_guard lock(mu_);
+  reapLocked();
+}
+
+Status WorkerRemote::spawnLocked() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Status::fromErrno(errno, "socketpair for the fetch worker");
+  }
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  char arg0[] = "fanhsm";
+  char arg1[] = "__worker";
+  char* argv[] = {arg0, arg1, nullptr};
+  pid_t pid = ::fork();
+  if (pid < 0) return Status::fromErrno(errno, "fork the fetch worker");
+  if (pid == 0) {
+    // Only async-signal-safe calls until exec (the daemon has threads).
+    int c = ::fcntl(theirs.get(), F_DUPFD, 100);
+    if (c < 0 || ::dup2(c, kControlFd) < 0) _exit(127);
+    ::syscall(SYS_close_range, kControlFd + 1, ~0U, 0);
+    ::execv("/proc/self/exe", argv);
+    _exit(127);
+  }
+  theirs.reset();
+  pid_ = pid;
+  control_ = std::move(mine);
+  generation_++;
+  Status s = sendMessage(control_.get(), config_.dump(), -1);
+  if (s) {
+    struct pollfd p = {control_.get(), POLLIN, 0};
+    int r;
+    while ((r = ::poll(&p, 1, kHelloTimeoutMs)) < 0 && errno == EINTR) {
+    }
+    std::string hello;
+    if (r == 0) {
+      s = Status::error(ETIMEDOUT, "the fetch worker did not start in time");
+    } else {
+      s = recvMessage(control_.get(), &hello, nullptr);
+    }
+    if (s) {
+      auto j = nlohmann::json::parse(hello, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        s = Status::error(EPROTO, "fetch worker: malformed hello");
+      } else if (!j.value("ok", false)) {
+        s = Status::error(j.value("errno", EIO), j.value("error", std::string("fetch worker failed")));
+      } else {
+        describe_ = j.value("describe", "");
+        root_ = fromJson(j.at("root"));
+        ranges_ = j.value("ranges", true);
+      }
+    } else if (workerDied(s)) {
+      s = Status::error(EIO, "the fetch worker exited during start (see the log)");
+    }
+  }
+  if (!s) reapLocked();
+  return s;
+}
+
+void WorkerRemote::reapLocked() {
+  control_.reset();  // the worker exits when its control channel closes
+  if (pid_ <= 0) return;
+  for (int i = 0; i < 100; ++i) {  // bounded: 2 s, then SIGKILL
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+Status WorkerRemote::restart(uint64_t gen) {
+  std::lock_guard lock(mu_);
+  if (gen != generation_) return Status::ok();  // someone restarted it already
+  return restartLocked();
+}
+
+Status WorkerRemote::restartLocked() {
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(restartTimes_, [&](auto t) { return now - t > std::chrono::minutes(1); });
+  if (restartTimes_.size() >= kMaxRestartsPerMinute) {
+    return Status::error(EIO, fmt::format("the fetch worker died {} times in a minute; not "
+                                          "restarting it for now",
+                                          restartTimes_.size()));
+  }
+  restartTimes_.push_back(now);
+  log::warn("the fetch worker (pid {}) died; restarting it", pid_);
+  reapLocked();
+  restarts_++;
+  return spawnLocked();
+}
+
+Result<std::pair<UniqueFd, uint64_t>> WorkerRemote::send(const nlohmann::json& req) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Status::fromErrno(errno, "socketpair for a fetch");
+  }
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  std::lock_guard lock(mu_);
+  Status s = control_ ? sendMessage(control_.get(), req.dump(), theirs.get())
+                      : Status::error(EPIPE, "no fetch worker");
+  if (!s) {
+    // The worker is gone (its end of the control channel closed): start another, once.
+    HSM_RETURN_IF_ERROR(restartLocked());
+    HSM_RETURN_IF_ERROR(sendMessage(control_.get(), req.dump(), theirs.get()));
+  }
+  return std::make_pair(std::move(mine), generation_);
+}
+
+Result<Listing> WorkerRemote::list(const std::string& dir, const std::string& validator) {
+  const nlohmann::json req = {{"op", "list"}, {"path", dir}, {"validator", validator}};
+  Status last;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    if (attempt > 0) retried_++;
+    auto ch = send(req);
+    Status s = ch ? Status::ok() : ch.status();
+    if (ch) {
+      char type;
+      std::string payload;
+      Listing out;
+      while ((s = readFrame(ch->first.get(), &type, &payload))) {
+        if (type == 'L') {
+          auto j = nlohmann::json::parse(payload, nullptr, false);
+          if (j.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed listing");
+          for (const auto& e : j.at("entries")) out.entries.push_back(fromJson(e));
+          out.skipped = j.at("skipped").get<std::vector<std::string>>();
+          out.validator = j.value("validator", "");
+          out.notModified = j.value("not_modified", false);
+        } else if (type == 'E') {
+          auto end = nlohmann::json::parse(payload, nullptr, false);
+          if (end.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed end");
+          HSM_RETURN_IF_ERROR(endStatus(end));
+          return out;
+        }
+      }
+    }
+    if (!ch) return s;  // could not even restart a worker
+    if (!workerDied(s)) return s;
+    last = s;
+    HSM_RETURN_IF_ERROR(restart(ch->second));
+  }
+  return Status::error(EIO, fmt::format("listing '{}': the fetch worker kept dying ({})", dir,
+                                        last.message()));
+}
+
+Status WorkerRemote::read(const std::string& path, const ObjectVersion& version, uint64_t offset,
+                          uint64_t length, ByteSink& sink) {
+  uint64_t next = offset;
+  const uint64_t end = length == UINT64_MAX ? UINT64_MAX : offset + length;
+  Status last;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    if (attempt > 0) retried_++;
+    const nlohmann::json req = {{"op", "read"}, {"path", path}, {"version", version},
+                                {"offset", next}, {"length", end == UINT64_MAX ? UINT64_MAX : end - next}};
+    auto ch = send(req);
+    Status s = ch ? Status::ok() : ch.status();
+    if (ch) {
+      char type;
+      std::string payload;
+      while ((s = readFrame(ch->first.get(), &type, &payload))) {
+        if (type == 'D') {
+          // The sink refusing (e.g. a full cache) ends the call: closing our end makes the
+          // worker's next write fail, which stops its read.
+          HSM_RETURN_IF_ERROR(sink.write(next, payload.data(), payload.size()));
+          next += payload.size();
+        } else if (type == 'E') {
+          auto e = nlohmann::json::parse(payload, nullptr, false);
+          if (e.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed end");
+          ranges_ = e.value("ranges", true);
+          return endStatus(e);
+        }
+      }
+    }
+    if (!ch) return s;  // could not even restart a worker
+    if (!workerDied(s)) return s;
+    last = s;
+    HSM_RETURN_IF_ERROR(restart(ch->second));
+  }
+  return Status::error(EIO, fmt::format("reading '{}': the fetch worker kept dying ({})", path,
+                                        last.message()));
+}
+
+Result<Entry> WorkerRemote::rootEntry() {
+  std::lock_guard lock(mu_);
+  return root_;
+}
+
+WorkerStats WorkerRemote::stats() const {
+  std::lock_guard lock(mu_);
+  return {pid_, restarts_, retried_};
+}
+
+// --- worker side -----------------------------------------------------------------------
+
+namespace {
+
+// Content to the data channel, in frames.
+class FrameSink final : public ByteSink {
+ public:
+  explicit FrameSink(int fd) : fd_(fd) {}
+  Status write(uint64_t, const char* data, size_t length) override {
+    while (length > 0) {
+      size_t n = std::min(length, kDataFrame);
+      HSM_RETURN_IF_ERROR(writeFrame(fd_, 'D', data, n));
+      data += n;
+      length -= n;
+    }
+    return Status::ok();
+  }
+
+ private:
+  int fd_;
+};
+
+void serve(Remote& remote, const nlohmann::json& req, int fd) {
+  const std::string op = req.value("op", "");
+  if (op == "list") {
+    auto l = remote.list(req.value("path", ""), req.value("validator", ""));
+    if (l) {
+      nlohmann::json entries = nlohmann::json::array();
+      for (const auto& e : l->entries) entries.push_back(toJson(e));
+      nlohmann::json j = {{"entries", std::move(entries)}, {"skipped", l->skipped},
+                          {"validator", l->validator}, {"not_modified", l->notModified}};
+      if (!writeFrame(fd, 'L', j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))) return;
+    }
+    (void)writeFrame(fd, 'E', endFrame(l ? Status::ok() : l.status(), remote.supportsRanges()));
+    return;
+  }
+  if (op == "read") {
+    FrameSink sink(fd);
+    Status s = remote.read(req.value("path", ""), req.value("version", ""),
+                           req.value("offset", uint64_t{0}), req.value("length", uint64_t{0}), sink);
+    (void)writeFrame(fd, 'E', endFrame(s, remote.supportsRanges()));
+    return;
+  }
+  (void)writeFrame(fd, 'E', endFrame(Status::error(EINVAL, "unknown request"), true));
+}
+
+}  // namespace
+
+int runFetchWorker(int controlFd,
+                   const std::function<Result<std::unique_ptr<Remote>>(const nlohmann::json&)>& open,
+                   const std::function<Status(const nlohmann::json&)>& dropPrivileges) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::string text;
+  if (!recvMessage(controlFd, &text, nullptr)) return 1;
+  auto config = nlohmann::json::parse(text, nullptr, false);
+  if (config.is_discarded()) return 1;
+  auto fail = [&](const Status& s) {
+    (void)sendMessage(controlFd, nlohmann::json{{"ok", false}, {"errno", s.code()}, {"error", s.message()}}.dump(), -1);
+    return 1;
+  };
+  auto remote = open(config);
+  if (!remote) return fail(remote.status());
+  if (Status s = dropPrivileges(config); !s) return fail(s);
+  auto root = (*remote)->rootEntry();
+  if (!root) return fail(root.status());
+  nlohmann::json hello = {{"ok", true}, {"describe", (*remote)->describe()}, {"root", toJson(*root)},
+                          {"ranges", (*remote)->supportsRanges()}};
+  if (!sendMessage(controlFd, hello.dump(), -1)) return 1;
+  struct Call {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Call> calls;
+  while (true) {
+    UniqueFd data;
+    Status s = recvMessage(controlFd, &text, &data);
+    if (!s) break;  // the daemon closed the channel (or died): stop
+    auto req = nlohmann::json::parse(text, nullptr, false);
+    if (req.is_discarded() || !data) continue;
+    std::erase_if(calls, [](Call& c) {
+      if (!*c.done) return false;
+      c.thread.join();
+      return true;
+    });
+    // One thread per call: calls block on the network for their whole duration.
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    calls.push_back({std::thread([&remote, done, req = std::move(req),
+                                  fd = std::make_shared<UniqueFd>(std::move(data))] {
+                       serve(**remote, req, fd->get());
+                       *done = true;
+                     }),
+                     done});
+  }
+  // Calls still running end on their own (bounded by the remote's timeouts); the daemon
+  // has stopped listening, so their answers are dropped.
+  for (auto& c : calls) c.thread.join();
+  return 0;
+}
+
+}  // namespace hsm::remote

@@ -1,0 +1,100 @@
+// WorkerRemote: a Remote whose work runs in a separate fetch-worker process, so that the
+// process holding the fanotify groups does no network I/O and no parsing of untrusted
+// data, and outlives a crash of the part that does.
+//
+// Design note
+// - The daemon execs `/proc/self/exe __worker` with one end of a SOCK_SEQPACKET socketpair
+//   on fd 3 (the control channel) and nothing else inherited (every other descriptor of
+//   the daemon is close-on-exec, and close_range() runs before exec anyway). The first
+//   message is the worker's configuration (JSON, credentials included: they never appear
+//   in argv or the environment). The worker opens the real Remote, drops privileges
+//   (WorkerOptions::dropPrivileges) and answers a hello with describe(), rootEntry() and
+//   supportsRanges().
+// - Each call (list, read) gets a fresh SOCK_STREAM socketpair; one end travels to the
+//   worker with the request (SCM_RIGHTS), the caller reads the answer from the other in
+//   frames: [type u8][length u32 little-endian][payload]. 'D' content bytes (consecutive),
+//   'L' a listing (JSON), 'E' the end: {"errno": N, "error": "...", "ranges": bool}.
+// - If the worker dies (SIGKILL, abort, OOM), the caller sees EOF before 'E': it restarts
+//   the worker (one restart per death, whoever notices first) and sends the request again;
+//   a read resumes after the bytes it already delivered to its sink. Readers see a delay,
+//   never an error or a mix, unless the worker dies again and again (more than
+//   kMaxAttempts times for one call, or kMaxRestartsPerMinute): then EIO.
+//
+// Contract: the Remote contract (remote.h). start() spawns the worker and waits for its
+// hello (bounded); the destructor closes the channel and reaps the worker (SIGKILL after
+// a bounded wait). Thread-safe; locks: mu_ (rank 92: held only to send a request or to
+// restart the worker, never while reading an answer).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <vector>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "remote/remote.h"
+#include "util/unique_fd.h"
+
+namespace hsm::remote {
+
+struct WorkerStats {
+  int pid = -1;
+  uint64_t restarts = 0;
+  uint64_t retriedCalls = 0;  // calls sent again after a worker died
+};
+
+class WorkerRemote final : public Remote {
+ public:
+  static constexpr int kMaxAttempts = 5;
+  static constexpr int kMaxRestartsPerMinute = 30;
+
+  // `config` is handed to the worker's factory (fetch_worker.h) as is.
+  static Result<std::unique_ptr<WorkerRemote>> start(nlohmann::json config);
+  ~WorkerRemote() override;
+
+  Result<Listing> list(const std::string& dir, const std::string& validator) override;
+  Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
+              uint64_t length, ByteSink& sink) override;
+  Result<Entry> rootEntry() override;
+  std::string describe() const override { return describe_; }
+  bool supportsRanges() const override { return ranges_; }
+
+  WorkerStats stats() const;
+
+ private:
+  WorkerRemote() = default;
+  Status spawnLocked();      // starts a worker and reads its hello
+  void reapLocked();         // closes the channel, waits for the old worker
+  // Sends `req` with a fresh data channel; returns our end of it and the generation of
+  // the worker it went to. Restarts a dead worker first if needed.
+  Result<std::pair<UniqueFd, uint64_t>> send(const nlohmann::json& req);
+  // The worker of generation `gen` failed a call: restart it unless already done.
+  Status restart(uint64_t gen);
+  Status restartLocked();  // within kMaxRestartsPerMinute
+
+  nlohmann::json config_;
+  mutable std::mutex mu_;  // rank 92: control_, pid_, generation_, restart times
+  UniqueFd control_;
+  pid_t pid_ = -1;
+  uint64_t generation_ = 0;
+  std::vector<std::chrono::steady_clock::time_point> restartTimes_;
+  std::string describe_;
+  Entry root_;
+  std::atomic<bool> ranges_{true};
+  std::atomic<uint64_t> restarts_{0}, retried_{0};
+};
+
+// Worker side: serves requests on `controlFd` until it closes. `open` builds the real
+// Remote from the configuration; `dropPrivileges` runs after it and before any request
+// (an error there ends the worker). Returns the process exit code.
+int runFetchWorker(int controlFd,
+                   const std::function<Result<std::unique_ptr<Remote>>(const nlohmann::json&)>& open,
+                   const std::function<Status(const nlohmann::json&)>& dropPrivileges);
+
+}  // namespace hsm::remote

@@ -1,0 +1,198 @@
+"""Issue #8: fault injection — the fetch worker killed during reads, the daemon killed
+during eviction, helpers that must not hold the fanotify groups. Each scenario is bounded
+in time and repeated; every completed read is compared with the source byte for byte."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import WAIT_S, is_fanhsm, run, wait_for
+from servers import available, web_server
+from tree_util import rand_bytes, write
+
+MIB = 1 << 20
+
+
+def worker_pid(m):
+    return m.status()["worker"]["pid"]
+
+
+def kill_worker(m):
+    pid = worker_pid(m)
+    assert pid > 0 and pid != m.pid
+    os.kill(pid, signal.SIGKILL)
+
+
+def read_all_concurrently(paths, expected):
+    """Reads every path fully on its own thread; returns the list of problems."""
+    problems = []
+
+    def one(p):
+        try:
+            with open(p, "rb") as f:
+                got = f.read()
+            if got != expected[p]:
+                zeros = got.count(0) > expected[p].count(0)
+                problems.append("%s differs from the source%s" % (p, " (zeros)" if zeros else ""))
+        except OSError as e:
+            problems.append("%s: %s" % (p, e))
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    return threads, problems
+
+
+@pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
+def test_worker_killed_during_eight_concurrent_cold_reads(mounter, workdir, fanhsm):
+    """8 readers of cold files served at a limited rate; the fetch worker is SIGKILLed twice
+    in every round (mid-transfer: each file takes ~0.8 s at 4 MB/s per connection), 6
+    rounds: every read completes and equals the source."""
+    root = os.path.join(workdir, "served")
+    data = {}
+    for i in range(8):
+        data["f%d.bin" % i] = rand_bytes(3 * MIB + 17 * i, 200 + i)
+        write(os.path.join(root, "f%d.bin" % i), data["f%d.bin" % i])
+    with web_server("nginx", root, workdir, "json-rate-4m") as url:
+        m = mounter(url)
+        m.wait_crawl()
+        paths = [os.path.join(m.mountpoint, n) for n in sorted(data)]
+        expected = {os.path.join(m.mountpoint, n): d for n, d in data.items()}
+        for _ in range(6):
+            r = run([fanhsm, "release", "-r", m.mountpoint], check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
+            threads, problems = read_all_concurrently(paths, expected)
+            time.sleep(0.15)
+            kill_worker(m)
+            time.sleep(0.3)
+            kill_worker(m)
+            for t in threads:
+                t.join(timeout=WAIT_S)
+            assert not any(t.is_alive() for t in threads), "a reader hung"
+            assert not problems, problems
+        w = m.status()["worker"]
+        assert w["restarts"] >= 6, w
+        assert w["retried_calls"] > 0, w  # kills landed in the middle of transfers
+        assert m.status()["fetch"]["errors"] == 0
+
+
+def test_worker_killed_during_a_large_streaming_read(mounter, workdir):
+    root = os.path.join(workdir, "src")
+    big = rand_bytes(96 * MIB, 5)
+    write(os.path.join(root, "big.bin"), big)
+    m = mounter(root)
+    m.wait_crawl()
+    got = []
+    failure = []
+
+    def reader():
+        try:
+            with open(os.path.join(m.mountpoint, "big.bin"), "rb") as f:
+                while True:
+                    b = f.read(64 * 1024)  # small reads: the stream takes a while
+                    if not b:
+                        break
+                    got.append(b)
+        except OSError as e:
+            failure.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    kills = 0
+    while t.is_alive() and kills < 8:
+        time.sleep(0.05)
+        kill_worker(m)
+        kills += 1
+    t.join(timeout=WAIT_S)
+    assert not t.is_alive()
+    assert not failure, failure
+    assert b"".join(got) == big
+    assert kills > 0
+
+
+def test_daemon_killed_during_eviction_then_remount_reads_the_source(mounter, workdir):
+    """Eviction running constantly under readers; the daemon is SIGKILLed in the middle;
+    a remount finds a consistent index: every file reads as the source (recorded chunks are
+    never holes), 3 rounds."""
+    root = os.path.join(workdir, "src")
+    data = {}
+    for i in range(16):
+        name = "d%d/f%d.bin" % (i % 2, i)
+        data[name] = rand_bytes(MIB + 999 * i, 300 + i)
+        write(os.path.join(root, name), data[name])
+    m = mounter(root, extra=["--cache-size", "6M", "--cache-high", "0.6", "--cache-low", "0.3"])
+    for _ in range(3):
+        m.wait_crawl()
+        stop = time.monotonic() + 1.5
+        errors = []
+
+        def reader(k):
+            names = sorted(data)
+            i = k
+            while time.monotonic() < stop:
+                p = os.path.join(m.mountpoint, names[i % len(names)])
+                i += 3
+                try:
+                    with open(p, "rb") as f:
+                        got = f.read()
+                    if got != data[names[(i - 3) % len(names)]]:
+                        errors.append(p + " differs")
+                except OSError:
+                    return  # the daemon is being killed: reads may fail, never be wrong
+
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: m.status()["eviction"]["files"] > 0, "eviction under load")
+        os.kill(m.pid, signal.SIGKILL)
+        for t in threads:
+            t.join(timeout=WAIT_S)
+        assert not errors, errors
+        wait_for(lambda: not is_fanhsm(m.pid), "the killed daemon to go")
+        m.mount()  # clears what the dead daemon left
+        for name, d in data.items():
+            with open(os.path.join(m.mountpoint, name), "rb") as f:
+                assert f.read() == d, name
+
+
+def fanotify_fds(pid):
+    out = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "anon_inode:[fanotify]":
+                out += 1
+        except OSError:
+            pass
+    return out
+
+
+def test_fetch_worker_holds_no_group_and_runs_unprivileged(mounter, workdir, frontend):
+    root = os.path.join(workdir, "src")
+    write(os.path.join(root, "a"), b"a" * 5000)
+    os.chmod(os.path.join(root, "a"), 0o600)  # readable by root only: needs the kept capability
+    m = mounter(root)
+    wpid = worker_pid(m)
+    with open(os.path.join(m.mountpoint, "a"), "rb") as f:
+        assert f.read() == b"a" * 5000
+    assert fanotify_fds(wpid) == 0
+    st = open("/proc/%d/status" % wpid).read()
+    uids = [line.split()[1:] for line in st.splitlines() if line.startswith("Uid:")][0]
+    assert uids == ["65534"] * 4, uids
+    capeff = [int(line.split()[1], 16) for line in st.splitlines() if line.startswith("CapEff:")][0]
+    assert capeff == 1 << 2, hex(capeff)  # CAP_DAC_READ_SEARCH only
+    assert "NoNewPrivs:\t1" in st
+    if frontend == "fanotify":
+        assert fanotify_fds(m.pid) == 2  # the daemon: pre-content and open groups
+        guards = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                  _cmdline(int(p))[:2] == ["fanhsm", "__guard"] and
+                  _cmdline(int(p))[2:3] == [m.mountpoint]]
+        assert len(guards) == 1 and fanotify_fds(guards[0]) == 2  # by design, and no more
+
+
+def _cmdline(pid):
+    try:
+        return open("/proc/%d/cmdline" % pid, "rb").read().decode().split("\0")[:-1]
+    except OSError:
+        return []

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "util/log.h"
+#include "util/rel_path.h"
 
 namespace hsm::remote {
 namespace {
@@ -142,11 +143,6 @@ Entry fromJson(const nlohmann::json& j) {
   return e;
 }
 
-Status endStatus(const nlohmann::json& end) {
-  int err = end.value("errno", 0);
-  if (err == 0) return Status::ok();
-  return Status::error(err, end.value("error", std::string("fetch worker error")));
-}
 
 std::string endFrame(const Status& s, bool ranges) {
   return nlohmann::json{{"errno", s ? 0 : s.code()}, {"error", s ? "" : s.message()}, {"ranges", ranges}}
@@ -157,6 +153,44 @@ std::string endFrame(const Status& s, bool ranges) {
 bool workerDied(const Status& s) { return s.code() == EPIPE || s.code() == ECONNRESET; }
 
 }  // namespace
+
+// --- decoding what the worker sends ----------------------------------------------------
+
+Result<Listing> decodeListing(const std::string& payload) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::error(EPROTO, "fetch worker: malformed listing");
+  try {
+    Listing out;
+    out.skipped = j.at("skipped").get<std::vector<std::string>>();
+    for (const auto& e : j.at("entries")) {
+      Entry entry = fromJson(e);
+      if (!validateName(entry.name, false) || static_cast<int>(entry.type) < 0 ||
+          static_cast<int>(entry.type) > 2) {
+        out.skipped.push_back("(from the fetch worker): invalid entry");
+        continue;
+      }
+      out.entries.push_back(std::move(entry));
+    }
+    out.validator = j.at("validator").get<std::string>();
+    out.notModified = j.at("not_modified").get<bool>();
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::error(EPROTO, fmt::format("fetch worker: malformed listing: {}", e.what()));
+  }
+}
+
+Status decodeEnd(const std::string& payload, bool* ranges) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::error(EPROTO, "fetch worker: malformed end");
+  try {
+    *ranges = j.at("ranges").get<bool>();
+    const int err = j.at("errno").get<int>();
+    if (err == 0) return Status::ok();
+    return Status::error(err > 0 && err < 4096 ? err : EIO, j.at("error").get<std::string>());
+  } catch (const nlohmann::json::exception& e) {
+    return Status::error(EPROTO, fmt::format("fetch worker: malformed end: {}", e.what()));
+  }
+}
 
 // --- daemon side -----------------------------------------------------------------------
 
@@ -215,9 +249,13 @@ Status WorkerRemote::spawnLocked() {
       } else if (!j.value("ok", false)) {
         s = Status::error(j.value("errno", EIO), j.value("error", std::string("fetch worker failed")));
       } else {
-        describe_ = j.value("describe", "");
-        root_ = fromJson(j.at("root"));
-        ranges_ = j.value("ranges", true);
+        try {
+          describe_ = j.at("describe").get<std::string>();
+          root_ = fromJson(j.at("root"));
+          ranges_ = j.at("ranges").get<bool>();
+        } catch (const nlohmann::json::exception& e) {
+          s = Status::error(EPROTO, fmt::format("fetch worker: malformed hello: {}", e.what()));
+        }
       }
     } else if (workerDied(s)) {
       s = Status::error(EIO, "the fetch worker exited during start (see the log)");
@@ -293,16 +331,13 @@ Result<Listing> WorkerRemote::list(const std::string& dir, const std::string& va
       Listing out;
       while ((s = readFrame(ch->first.get(), &type, &payload))) {
         if (type == 'L') {
-          auto j = nlohmann::json::parse(payload, nullptr, false);
-          if (j.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed listing");
-          for (const auto& e : j.at("entries")) out.entries.push_back(fromJson(e));
-          out.skipped = j.at("skipped").get<std::vector<std::string>>();
-          out.validator = j.value("validator", "");
-          out.notModified = j.value("not_modified", false);
+          auto l = decodeListing(payload);
+          if (!l) return l.status();
+          out = std::move(*l);
         } else if (type == 'E') {
-          auto end = nlohmann::json::parse(payload, nullptr, false);
-          if (end.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed end");
-          HSM_RETURN_IF_ERROR(endStatus(end));
+          bool ranges = true;
+          HSM_RETURN_IF_ERROR(decodeEnd(payload, &ranges));
+          ranges_ = ranges;
           return out;
         }
       }
@@ -337,10 +372,10 @@ Status WorkerRemote::read(const std::string& path, const ObjectVersion& version,
           HSM_RETURN_IF_ERROR(sink.write(next, payload.data(), payload.size()));
           next += payload.size();
         } else if (type == 'E') {
-          auto e = nlohmann::json::parse(payload, nullptr, false);
-          if (e.is_discarded()) return Status::error(EPROTO, "fetch worker: malformed end");
-          ranges_ = e.value("ranges", true);
-          return endStatus(e);
+          bool ranges = true;
+          Status result = decodeEnd(payload, &ranges);
+          if (result.code() != EPROTO) ranges_ = ranges;
+          return result;
         }
       }
     }
@@ -385,7 +420,17 @@ class FrameSink final : public ByteSink {
   int fd_;
 };
 
+void serveCall(Remote& remote, const nlohmann::json& req, int fd);
+
 void serve(Remote& remote, const nlohmann::json& req, int fd) {
+  try {
+    serveCall(remote, req, fd);
+  } catch (const std::exception& e) {
+    (void)writeFrame(fd, 'E', endFrame(Status::error(EPROTO, e.what()), remote.supportsRanges()));
+  }
+}
+
+void serveCall(Remote& remote, const nlohmann::json& req, int fd) {
   const std::string op = req.value("op", "");
   if (op == "list") {
     auto l = remote.list(req.value("path", ""), req.value("validator", ""));

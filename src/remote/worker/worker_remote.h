@@ -90,6 +90,13 @@ class WorkerRemote final : public Remote {
   std::atomic<uint64_t> restarts_{0}, retried_{0};
 };
 
+// What the daemon decodes from the worker. The worker is the less trusted side: a
+// malformed message is EPROTO, never a crash; names are checked again (validateName).
+// Exposed for the unit tests and the fuzz target.
+Result<Listing> decodeListing(const std::string& payload);
+// The end of a call: its status, and whether the remote still supports ranges.
+Status decodeEnd(const std::string& payload, bool* ranges);
+
 // Worker side: serves requests on `controlFd` until it closes. `open` builds the real
 // Remote from the configuration; `dropPrivileges` runs after it and before any request
 // (an error there ends the worker). Returns the process exit code.

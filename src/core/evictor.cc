@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <unordered_set>
+#include <utility>
 
 #include "util/log.h"
 
@@ -38,8 +39,9 @@ void Evictor::kick() {
 }
 
 void Evictor::loop() {
+  bool first = true;  // a cache mounted over its quota is brought under it at once
   while (true) {
-    {
+    if (!std::exchange(first, false)) {
       std::unique_lock lock(wakeMu_);
       auto woken = [this] { return stopping_ || kicked_; };
       // Without a quota only kick() starts a pass, or a full cache filesystem that a
@@ -119,6 +121,7 @@ bool Evictor::usedSince(const cache::ReleaseCandidate& c) {
 Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
   std::lock_guard pass(passMu_);
   passes_++;
+  const auto started = std::chrono::steady_clock::now();
   auto usage = cache_.db().contentBytes();
   if (!usage) return usage.status();
   uint64_t used = *usage;
@@ -165,6 +168,10 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
                 pass_stats.secondChances, used, config_.quotaBytes);
     }
   }
+  if (pass_stats.bytesReleased > 0) {
+    lastPassBytes_ = pass_stats.bytesReleased;
+    lastPassSeconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
   filesReleased_ += pass_stats.filesReleased;
   bytesReleased_ += pass_stats.bytesReleased;
   busy_ += pass_stats.busy;
@@ -186,6 +193,8 @@ EvictorStats Evictor::stats() const {
   s.errors = errors_;
   s.cacheFull = cacheFullPasses_;
   s.usageBytes = usage_;
+  s.lastPassBytes = lastPassBytes_;
+  s.lastPassSeconds = lastPassSeconds_;
   return s;
 }
 

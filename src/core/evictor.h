@@ -56,6 +56,9 @@ struct EvictorStats {
   uint64_t errors = 0;
   uint64_t cacheFull = 0;      // passes started because the cache filesystem was full
   uint64_t usageBytes = 0;     // at the end of the last pass
+  // The last pass that released something: bytes and seconds (eviction throughput).
+  uint64_t lastPassBytes = 0;
+  double lastPassSeconds = 0;
 };
 
 class Evictor {
@@ -102,7 +105,9 @@ class Evictor {
   bool kicked_ = false;
   std::thread thread_;
 
-  std::atomic<bool> spaceWanted_{false};  // a full-filesystem pass freed nothing yet
+  std::atomic<bool> spaceWanted_{false};
+  std::atomic<uint64_t> lastPassBytes_{0};
+  std::atomic<double> lastPassSeconds_{0};  // a full-filesystem pass freed nothing yet
   std::atomic<uint64_t> passes_{0}, filesReleased_{0}, bytesReleased_{0}, busy_{0},
       secondChances_{0}, errors_{0}, cacheFullPasses_{0}, usage_{0};
 };

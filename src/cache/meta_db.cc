@@ -43,6 +43,16 @@ class Stmt {
     if (!r) return r.status();
     return Status::ok();
   }
+  // Steps through every remaining row, calling f() on each (f reads the columns).
+  template <typename F>
+  Status eachRow(F&& f) {
+    while (true) {
+      auto row = step();
+      if (!row) return row.status();
+      if (!*row) return Status::ok();
+      f();
+    }
+  }
   void reset() {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
@@ -400,19 +410,10 @@ Result<std::vector<ReleaseCandidate>> MetaDb::releaseCandidates(size_t limit) {
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, static_cast<int64_t>(limit));
   std::vector<ReleaseCandidate> out;
-  while (true) {
-    auto row = s.step();
-    if (!row) return row.status();
-    if (!*row) break;
-    ReleaseCandidate c;
-    c.path = s.text(0);
-    c.version = s.text(1);
-    c.size = static_cast<uint64_t>(s.i64(2));
-    c.bytesPresent = static_cast<uint64_t>(s.i64(3));
-    c.mtimeNs = s.i64(4);
-    c.lastAccessNs = s.i64(5);
-    out.push_back(std::move(c));
-  }
+  HSM_RETURN_IF_ERROR(s.eachRow([&] {
+    out.push_back({s.text(0), s.text(1), static_cast<uint64_t>(s.i64(2)),
+                   static_cast<uint64_t>(s.i64(3)), s.i64(4), s.i64(5)});
+  }));
   return out;
 }
 
@@ -445,13 +446,10 @@ Result<std::vector<FileRef>> MetaDb::filesUnder(const std::string& path) {
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path).bind(2, lo).bind(3, hi);
   std::vector<FileRef> out;
-  while (true) {
-    auto row = s.step();
-    if (!row) return row.status();
-    if (!*row) break;
+  HSM_RETURN_IF_ERROR(s.eachRow([&] {
     out.push_back({s.text(0), static_cast<uint64_t>(s.i64(1)), static_cast<uint64_t>(s.i64(2)),
                    s.i64(3) != 0});
-  }
+  }));
   return out;
 }
 
@@ -464,12 +462,7 @@ Result<std::vector<std::string>> MetaDb::unlistedDirsUnder(const std::string& pa
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path).bind(2, lo).bind(3, hi).bind(4, static_cast<int64_t>(limit));
   std::vector<std::string> out;
-  while (true) {
-    auto row = s.step();
-    if (!row) return row.status();
-    if (!*row) break;
-    out.push_back(s.text(0));
-  }
+  HSM_RETURN_IF_ERROR(s.eachRow([&] { out.push_back(s.text(0)); }));
   return out;
 }
 

@@ -6,6 +6,7 @@ import errno
 import mmap
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ import urllib.request
 import pytest
 
 from conftest import WAIT_S, run, wait_for
+from servers import available, web_server
 from tree_util import rand_bytes, write
 
 MIB = 1 << 20
@@ -314,3 +316,34 @@ def test_metrics_are_scraped_over_http(mounter, src):
     assert m.umount().returncode == 0
     with pytest.raises(OSError):  # the endpoint goes with the mount
         urllib.request.urlopen(url, timeout=5)
+
+
+@pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
+def test_fetch_ctrl_c_stops_cleanly_and_keeps_what_came(mounter, fanhsm, workdir):
+    root = os.path.join(workdir, "served")
+    make_files(root, 6, 2 * MIB, dirs=1, seed=40)
+    with web_server("nginx", root, workdir, "json-rate-2m") as url:  # ~6 s for the tree
+        m = mounter(url)
+        m.wait_crawl()
+        p = subprocess.Popen([fanhsm, "fetch", "-r", m.mountpoint], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: m.status()["bytes_present"] > 0, "the fetch to start")
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=WAIT_S)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 130, (out, err)
+        assert "interrupted; what was fetched stays in the cache" in err
+        total = sum(os.path.getsize(os.path.join(root, r)) for r in files_in(root))
+        kept = m.status()["bytes_present"]
+        assert 0 < kept < total
+        assert m.daemon_alive()
+        # The daemon stopped the job: nothing more arrives (no fetch in flight after a moment).
+        r = run([fanhsm, "fetch", "-r", m.mountpoint], check=False)
+        assert r.returncode == 0, r.stderr
+        for rel in files_in(root):
+            with open(os.path.join(m.mountpoint, rel), "rb") as a, open(os.path.join(root, rel), "rb") as b:
+                assert a.read() == b.read(), rel

@@ -5,13 +5,37 @@
 namespace hsm::cache {
 namespace {
 
-// A prepared statement, finalized on destruction. Binds are 1-based.
+// A prepared statement. Binds are 1-based. Either owned (finalized on destruction) or
+// borrowed from the connection's cache of prepared statements, keyed by the address of its
+// SQL text (prepared once, reset and returned to the cache on destruction): parsing SQL
+// for every row was most of the crawl's CPU time at a million entries.
 class Stmt {
  public:
   Stmt(sqlite3* db, const char* sql) : db_(db) {
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(sqlite3* db, MetaDb::StmtCache& cache, const char* sql) : db_(db), cached_(true) {
+    auto it = cache.find(sql);
+    if (it != cache.end()) {
+      stmt_ = it->second;
+      rc_ = SQLITE_OK;
+      return;
+    }
+    rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+    if (rc_ == SQLITE_OK) {
+      cache.emplace(sql, stmt_);
+    } else {
+      cached_ = false;  // finalize what a failed prepare left
+    }
+  }
+  ~Stmt() {
+    if (cached_) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -75,6 +99,7 @@ class Stmt {
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  bool cached_ = false;
 };
 
 // Rolls back unless committed.
@@ -110,6 +135,37 @@ constexpr const char* kSelectEntry =
     "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present, "
     "listed_at, pinned, last_access FROM entries WHERE path = ?1";
 
+// v4: running totals of entries by (type, state, pinned), maintained by triggers on every
+// insert, delete and update of the counted columns: any writer of `entries` is accounted,
+// with no code of its own. (A REPLACE deletes a row without firing DELETE triggers unless
+// recursive_triggers is on: open() turns it on for every connection.)
+constexpr const char* kCreateTotals =
+    "CREATE TABLE entry_totals("
+    " type INTEGER NOT NULL, state INTEGER NOT NULL, pinned INTEGER NOT NULL,"
+    " n INTEGER NOT NULL, size INTEGER NOT NULL, present INTEGER NOT NULL,"
+    " PRIMARY KEY(type, state, pinned)) WITHOUT ROWID;"
+    "CREATE TRIGGER entry_totals_ins AFTER INSERT ON entries BEGIN"
+    " INSERT INTO entry_totals(type, state, pinned, n, size, present)"
+    "  VALUES(NEW.type, NEW.state, NEW.pinned, 1, NEW.size, NEW.bytes_present)"
+    "  ON CONFLICT(type, state, pinned) DO UPDATE SET n = n + 1,"
+    "   size = size + excluded.size, present = present + excluded.present;"
+    " END;"
+    "CREATE TRIGGER entry_totals_del AFTER DELETE ON entries BEGIN"
+    " UPDATE entry_totals SET n = n - 1, size = size - OLD.size,"
+    "  present = present - OLD.bytes_present"
+    "  WHERE type = OLD.type AND state = OLD.state AND pinned = OLD.pinned;"
+    " END;"
+    "CREATE TRIGGER entry_totals_upd AFTER UPDATE OF type, state, pinned, size, bytes_present"
+    " ON entries BEGIN"
+    " UPDATE entry_totals SET n = n - 1, size = size - OLD.size,"
+    "  present = present - OLD.bytes_present"
+    "  WHERE type = OLD.type AND state = OLD.state AND pinned = OLD.pinned;"
+    " INSERT INTO entry_totals(type, state, pinned, n, size, present)"
+    "  VALUES(NEW.type, NEW.state, NEW.pinned, 1, NEW.size, NEW.bytes_present)"
+    "  ON CONFLICT(type, state, pinned) DO UPDATE SET n = n + 1,"
+    "   size = size + excluded.size, present = present + excluded.present;"
+    " END;";
+
 // Paths strictly below directory `dir` ("" is the root) sort in [lo, hi): '0' follows '/'.
 std::pair<std::string, std::string> subtreeRange(const std::string& dir) {
   if (dir.empty()) return {"", "\xff"};
@@ -133,7 +189,9 @@ const char* stateName(State s) {
 Result<std::unique_ptr<MetaDb>> MetaDb::open(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           // mu_ serializes every use of the connection: SQLite's own
+                           // per-call mutex would only add cost.
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
@@ -144,11 +202,16 @@ Result<std::unique_ptr<MetaDb>> MetaDb::open(const std::string& path) {
   sqlite3_busy_timeout(db, 5000);
   HSM_RETURN_IF_ERROR(m->exec("PRAGMA journal_mode=WAL").withContext(path));
   HSM_RETURN_IF_ERROR(m->exec("PRAGMA synchronous=NORMAL"));
+  // The totals' triggers must also see rows that a REPLACE deletes (see kCreateTotals).
+  HSM_RETURN_IF_ERROR(m->exec("PRAGMA recursive_triggers=ON"));
   HSM_RETURN_IF_ERROR(m->migrate().withContext(fmt::format("index '{}'", path)));
   return m;
 }
 
-MetaDb::~MetaDb() { sqlite3_close(db_); }
+MetaDb::~MetaDb() {
+  for (auto& [sql, stmt] : stmts_) sqlite3_finalize(stmt);
+  sqlite3_close(db_);
+}
 
 Status MetaDb::exec(const char* sql) {
   char* err = nullptr;
@@ -219,13 +282,27 @@ Status MetaDb::migrate() {
         "WHERE type = 0 AND bytes_present > 0 AND pinned = 0"));
     HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '3' WHERE key = 'schema_version'"));
     HSM_RETURN_IF_ERROR(txn.commit());
+    version = 3;
+  }
+  if (version == 3) {
+    // v4: totals by (type, state, pinned) kept by triggers, so stats() and contentBytes()
+    // read a handful of rows instead of scanning every entry. Built once from the rows.
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    HSM_RETURN_IF_ERROR(exec(kCreateTotals));
+    HSM_RETURN_IF_ERROR(exec(
+        "INSERT INTO entry_totals(type, state, pinned, n, size, present) "
+        "SELECT type, state, pinned, count(*), sum(size), sum(bytes_present) FROM entries "
+        "GROUP BY type, state, pinned"));
+    HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '4' WHERE key = 'schema_version'"));
+    HSM_RETURN_IF_ERROR(txn.commit());
   }
   return Status::ok();
 }
 
 Result<std::optional<std::string>> MetaDb::getSetting(const std::string& key) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT value FROM settings WHERE key = ?1");
+  Stmt s(db_, stmts_, "SELECT value FROM settings WHERE key = ?1");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, key);
   auto row = s.step();
@@ -236,7 +313,7 @@ Result<std::optional<std::string>> MetaDb::getSetting(const std::string& key) {
 
 Status MetaDb::setSetting(const std::string& key, const std::string& value) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "INSERT INTO settings(key, value) VALUES(?1, ?2) "
+  Stmt s(db_, stmts_, "INSERT INTO settings(key, value) VALUES(?1, ?2) "
               "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, key).bind(2, value);
@@ -245,7 +322,7 @@ Status MetaDb::setSetting(const std::string& key, const std::string& value) {
 
 Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, kSelectEntry);
+  Stmt s(db_, stmts_, kSelectEntry);
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path);
   auto row = s.step();
@@ -269,7 +346,7 @@ Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
 }
 
 Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
-  Stmt sel(db_, "SELECT type, version, size, pinned FROM entries WHERE path = ?1");
+  Stmt sel(db_, stmts_, "SELECT type, version, size, pinned FROM entries WHERE path = ?1");
   HSM_RETURN_IF_ERROR(sel.prepared());
   sel.bind(1, path);
   auto row = sel.step();
@@ -280,7 +357,7 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
                  (!sameType || sel.text(1) != e.version ||
                   static_cast<uint64_t>(sel.i64(2)) != e.size);
   if (exists && sameType && !changed) {
-    Stmt up(db_, "UPDATE entries SET mtime_ns = ?2, mode = ?3, link = ?4 WHERE path = ?1");
+    Stmt up(db_, stmts_, "UPDATE entries SET mtime_ns = ?2, mode = ?3, link = ?4 WHERE path = ?1");
     HSM_RETURN_IF_ERROR(up.prepared());
     up.bind(1, path).bind(2, e.mtimeNs).bind(3, int64_t{e.mode}).bind(4, e.linkTarget);
     HSM_RETURN_IF_ERROR(up.run());
@@ -288,7 +365,7 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
   }
   // A file whose remote version changed keeps its pin (the new content is wanted too).
   const int64_t pinned = exists && sameType && e.type == EntryType::kFile ? sel.i64(3) : 0;
-  Stmt ins(db_,
+  Stmt ins(db_, stmts_,
            "INSERT OR REPLACE INTO entries(path, type, size, mtime_ns, mode, link, version, "
            "state, present, bytes_present, pinned) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0, ?9)");
   HSM_RETURN_IF_ERROR(ins.prepared());
@@ -324,7 +401,7 @@ Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& en
     if (!c) return c.status();
     if (*c && changed) changed->push_back(path);
   }
-  Stmt mark(db_,
+  Stmt mark(db_, stmts_,
             "UPDATE entries SET state = 1, version = ?2, listed_at = ?3 WHERE path = ?1 AND type = 1");
   HSM_RETURN_IF_ERROR(mark.prepared());
   mark.bind(1, dir).bind(2, validator).bind(3, listedAt);
@@ -334,7 +411,7 @@ Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& en
 
 Status MetaDb::touchListing(const std::string& dir, int64_t listedAt) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "UPDATE entries SET listed_at = ?2 WHERE path = ?1 AND type = 1");
+  Stmt s(db_, stmts_, "UPDATE entries SET listed_at = ?2 WHERE path = ?1 AND type = 1");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, dir).bind(2, listedAt);
   return s.run();
@@ -344,7 +421,7 @@ Status MetaDb::removeSubtree(const std::string& path) {
   if (path.empty()) return Status::error(EINVAL, "refusing to remove the root");
   std::lock_guard lock(mu_);
   // Paths below "a" sort between "a/" and "a0" ('0' follows '/').
-  Stmt s(db_, "DELETE FROM entries WHERE path = ?1 OR (path >= ?2 AND path < ?3)");
+  Stmt s(db_, stmts_, "DELETE FROM entries WHERE path = ?1 OR (path >= ?2 AND path < ?3)");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path).bind(2, path + "/").bind(3, path + "0");
   return s.run();
@@ -355,7 +432,7 @@ Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {
   std::lock_guard lock(mu_);
   Txn txn(db_);
   HSM_RETURN_IF_ERROR(txn.begun());
-  Stmt s(db_,
+  Stmt s(db_, stmts_,
          "UPDATE entries SET state = ?3, present = ?4, bytes_present = ?5, "
          "last_access = max(last_access, ?6) WHERE path = ?1 AND version = ?2");
   HSM_RETURN_IF_ERROR(s.prepared());
@@ -383,7 +460,7 @@ Result<size_t> MetaDb::releaseContent(
   Status result = [&]() -> Status {
     Txn txn(db_);
     HSM_RETURN_IF_ERROR(txn.begun());
-    Stmt s(db_,
+    Stmt s(db_, stmts_,
            "UPDATE entries SET state = 0, present = NULL, bytes_present = 0 "
            "WHERE path = ?1 AND version = ?2 AND type = 0");
     HSM_RETURN_IF_ERROR(s.prepared());
@@ -403,7 +480,7 @@ Result<size_t> MetaDb::releaseContent(
 
 Result<std::vector<ReleaseCandidate>> MetaDb::releaseCandidates(size_t limit) {
   std::lock_guard lock(mu_);
-  Stmt s(db_,
+  Stmt s(db_, stmts_,
          "SELECT path, version, size, bytes_present, mtime_ns, last_access FROM entries "
          "INDEXED BY entries_lru WHERE type = 0 AND bytes_present > 0 AND pinned = 0 "
          "ORDER BY last_access LIMIT ?1");
@@ -419,7 +496,7 @@ Result<std::vector<ReleaseCandidate>> MetaDb::releaseCandidates(size_t limit) {
 
 Status MetaDb::touchAccess(const std::string& path, int64_t ns) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "UPDATE entries SET last_access = ?2 WHERE path = ?1 AND last_access < ?2");
+  Stmt s(db_, stmts_, "UPDATE entries SET last_access = ?2 WHERE path = ?1 AND last_access < ?2");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path).bind(2, ns);
   return s.run();
@@ -428,7 +505,7 @@ Status MetaDb::touchAccess(const std::string& path, int64_t ns) {
 Result<uint64_t> MetaDb::setPinned(const std::string& path, bool pinned) {
   std::lock_guard lock(mu_);
   auto [lo, hi] = subtreeRange(path);
-  Stmt s(db_,
+  Stmt s(db_, stmts_,
          "UPDATE entries SET pinned = ?4 WHERE type = 0 AND pinned != ?4 AND "
          "(path = ?1 OR (path >= ?2 AND path < ?3))");
   HSM_RETURN_IF_ERROR(s.prepared());
@@ -440,7 +517,7 @@ Result<uint64_t> MetaDb::setPinned(const std::string& path, bool pinned) {
 Result<std::vector<FileRef>> MetaDb::filesUnder(const std::string& path) {
   std::lock_guard lock(mu_);
   auto [lo, hi] = subtreeRange(path);
-  Stmt s(db_,
+  Stmt s(db_, stmts_,
          "SELECT path, size, bytes_present, pinned FROM entries WHERE type = 0 AND "
          "(path = ?1 OR (path >= ?2 AND path < ?3)) ORDER BY path");
   HSM_RETURN_IF_ERROR(s.prepared());
@@ -456,7 +533,7 @@ Result<std::vector<FileRef>> MetaDb::filesUnder(const std::string& path) {
 Result<std::vector<std::string>> MetaDb::unlistedDirsUnder(const std::string& path, size_t limit) {
   std::lock_guard lock(mu_);
   auto [lo, hi] = subtreeRange(path);
-  Stmt s(db_,
+  Stmt s(db_, stmts_,
          "SELECT path FROM entries WHERE type = 1 AND state = 0 AND "
          "(path = ?1 OR (path >= ?2 AND path < ?3)) LIMIT ?4");
   HSM_RETURN_IF_ERROR(s.prepared());
@@ -468,18 +545,25 @@ Result<std::vector<std::string>> MetaDb::unlistedDirsUnder(const std::string& pa
 
 Result<uint64_t> MetaDb::contentBytes() {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT coalesce(sum(bytes_present), 0) FROM entries WHERE type = 0");
+  Stmt s(db_, stmts_, "SELECT coalesce(sum(present), 0) FROM entry_totals WHERE type = 0");
   HSM_RETURN_IF_ERROR(s.prepared());
   auto row = s.step();
   if (!row) return row.status();
   return static_cast<uint64_t>(s.i64(0));
 }
 
-Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit) {
+Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit,
+                                                      const std::optional<std::string>& after) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT path FROM entries WHERE type = 1 AND state = 0 LIMIT ?1");
+  // The partial index entries_unlisted holds exactly these rows, in path order: a range
+  // scan from `after`, never a scan of the table.
+  Stmt s(db_, stmts_, after ? "SELECT path FROM entries INDEXED BY entries_unlisted "
+                      "WHERE type = 1 AND state = 0 AND path > ?2 ORDER BY path LIMIT ?1"
+                    : "SELECT path FROM entries INDEXED BY entries_unlisted "
+                      "WHERE type = 1 AND state = 0 ORDER BY path LIMIT ?1");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, static_cast<int64_t>(limit));
+  if (after) s.bind(2, *after);
   std::vector<std::string> out;
   while (true) {
     auto row = s.step();
@@ -490,11 +574,16 @@ Result<std::vector<std::string>> MetaDb::unlistedDirs(size_t limit) {
   return out;
 }
 
-Result<CacheStats> MetaDb::stats() {
+Result<CacheStats> MetaDb::stats() { return statsFrom(false); }
+
+Result<CacheStats> MetaDb::statsByScan() { return statsFrom(true); }
+
+Result<CacheStats> MetaDb::statsFrom(bool scan) {
   std::lock_guard lock(mu_);
-  Stmt s(db_,
-         "SELECT type, state, count(*), sum(size), sum(bytes_present), sum(pinned), "
-         "sum(pinned * size) FROM entries GROUP BY type, state");
+  Stmt s(db_, stmts_, scan ? "SELECT type, state, count(*), sum(size), sum(bytes_present), sum(pinned), "
+                     "sum(pinned * size) FROM entries GROUP BY type, state"
+                   : "SELECT type, state, sum(n), sum(size), sum(present), sum(pinned * n), "
+                     "sum(pinned * size) FROM entry_totals GROUP BY type, state");
   HSM_RETURN_IF_ERROR(s.prepared());
   CacheStats st;
   while (true) {

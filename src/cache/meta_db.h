@@ -10,6 +10,8 @@
 //   the Hydrator's per-file lock, which ranks below it.
 // - Durability: recordContent() is called only after the bytes it describes were
 //   fdatasync()ed (the Hydrator guarantees this), so a recorded chunk is never a hole.
+// - Scale: every query on a hot path is a B-tree lookup or an index range (no full scans);
+//   totals (stats, contentBytes) come from a small table that triggers keep (schema v4).
 // - Errors: EIO with SQLite's message; a schema newer than this binary knows: EPROTO.
 #pragma once
 
@@ -20,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "util/entry.h"
@@ -89,7 +92,10 @@ struct CacheStats {
 
 class MetaDb {
  public:
-  static constexpr int kSchemaVersion = 3;
+  // Prepared statements of the connection, by the address of their SQL text.
+  using StmtCache = std::unordered_map<const char*, sqlite3_stmt*>;
+
+  static constexpr int kSchemaVersion = 4;
 
   // Opens or creates the index; runs migrations. `path` is the database file.
   static Result<std::unique_ptr<MetaDb>> open(const std::string& path);
@@ -138,21 +144,29 @@ class MetaDb {
   // Directories not yet listed at or below `path` ("" is the root), up to `limit`.
   Result<std::vector<std::string>> unlistedDirsUnder(const std::string& path, size_t limit);
   // Sum of bytes_present over all files (the quota's measure of the cache's content).
+  // O(1), from the running totals.
   Result<uint64_t> contentBytes();
 
-  // Directories not yet listed, up to `limit`.
-  Result<std::vector<std::string>> unlistedDirs(size_t limit);
+  // Directories not yet listed whose path sorts after `after` (nullopt: from the first),
+  // in path order, up to `limit`: a cursor to walk them in batches. O(log n + limit).
+  Result<std::vector<std::string>> unlistedDirs(
+      size_t limit, const std::optional<std::string>& after = std::nullopt);
 
+  // Totals by type and state. O(1): read from running totals that triggers keep (v4).
   Result<CacheStats> stats();
+  // The same totals computed by scanning every entry (O(n)): for checks and tests.
+  Result<CacheStats> statsByScan();
 
  private:
   explicit MetaDb(sqlite3* db) : db_(db) {}
   Status exec(const char* sql);
   Status migrate();
   Result<bool> upsertLocked(const std::string& path, const Entry& e);
+  Result<CacheStats> statsFrom(bool scan);
 
-  std::mutex mu_;  // rank 30: guards db_
+  std::mutex mu_;  // rank 30: guards db_ and stmts_
   sqlite3* db_;
+  StmtCache stmts_;
 };
 
 }  // namespace hsm::cache

@@ -1,6 +1,9 @@
 #include "cache/meta_db.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <random>
 
 #include "temp_dir.h"
 
@@ -203,6 +206,153 @@ TEST_F(MetaDbTest, PersistsAcrossReopenWithSettings) {
   ASSERT_TRUE(s.isOk() && s->has_value());
   EXPECT_EQ(**s, "dir:/x");
   EXPECT_TRUE((*(*db)->get("a")).has_value());
+}
+
+void expectSameTotals(MetaDb& db) {
+  auto fast = db.stats();
+  auto scan = db.statsByScan();
+  ASSERT_TRUE(fast.isOk() && scan.isOk());
+  EXPECT_EQ(fast->files, scan->files);
+  EXPECT_EQ(fast->filesEmpty, scan->filesEmpty);
+  EXPECT_EQ(fast->filesPartial, scan->filesPartial);
+  EXPECT_EQ(fast->filesFull, scan->filesFull);
+  EXPECT_EQ(fast->dirs, scan->dirs);
+  EXPECT_EQ(fast->dirsListed, scan->dirsListed);
+  EXPECT_EQ(fast->symlinks, scan->symlinks);
+  EXPECT_EQ(fast->bytesTotal, scan->bytesTotal);
+  EXPECT_EQ(fast->bytesPresent, scan->bytesPresent);
+  EXPECT_EQ(fast->filesPinned, scan->filesPinned);
+  EXPECT_EQ(fast->bytesPinned, scan->bytesPinned);
+  auto bytes = db.contentBytes();
+  ASSERT_TRUE(bytes.isOk());
+  EXPECT_EQ(*bytes, scan->bytesPresent);
+}
+
+// Every writer moves the running totals (v4 triggers) exactly as a full scan sees them.
+TEST_F(MetaDbTest, TotalsFollowEveryWriter) {
+  std::mt19937 rng(7);
+  std::vector<Entry> top;
+  for (int i = 0; i < 40; ++i) top.push_back(file("f" + std::to_string(i), 100 + i, "v1"));
+  for (int i = 0; i < 5; ++i) top.push_back(dir("d" + std::to_string(i)));
+  ASSERT_TRUE(db_->applyListing("", top, nullptr).isOk());
+  for (int i = 0; i < 5; ++i) {
+    std::vector<Entry> sub;
+    for (int j = 0; j < 10; ++j) sub.push_back(file("g" + std::to_string(j), 50, "v1"));
+    ASSERT_TRUE(db_->applyListing("d" + std::to_string(i), sub, nullptr).isOk());
+  }
+  expectSameTotals(*db_);
+  for (int round = 0; round < 200; ++round) {
+    const std::string f = "f" + std::to_string(rng() % 40);
+    switch (rng() % 7) {
+      case 0:
+        ASSERT_TRUE(db_->recordContent({{f, "v1", State::kPartial, "\x01", 10, 5}}).isOk());
+        break;
+      case 1:
+        ASSERT_TRUE(db_->recordContent({{f, "v1", State::kFull, "\xff", 100, 6}}).isOk());
+        break;
+      case 2:
+        ASSERT_TRUE(db_->releaseContent({{f, "v1"}}).isOk());
+        break;
+      case 3:
+        ASSERT_TRUE(db_->setPinned(rng() % 2 ? f : "d" + std::to_string(rng() % 5), rng() % 2).isOk());
+        break;
+      case 4: {  // a new remote version replaces the row (INSERT OR REPLACE)
+        auto up = db_->upsertEntry(f, file(f, 300, "v" + std::to_string(rng() % 3)));
+        ASSERT_TRUE(up.isOk());
+        break;
+      }
+      case 5:
+        ASSERT_TRUE(db_->touchAccess(f, round).isOk());
+        break;
+      case 6: {
+        const std::string d = "d" + std::to_string(rng() % 5);
+        ASSERT_TRUE(db_->removeSubtree(d).isOk());
+        ASSERT_TRUE(db_->upsertEntry(d, dir(d)).isOk());
+        break;
+      }
+    }
+    expectSameTotals(*db_);
+  }
+}
+
+TEST_F(MetaDbTest, UnlistedDirsWalkInBatchesByCursor) {
+  std::vector<Entry> top;
+  for (int i = 0; i < 25; ++i) top.push_back(dir("d" + std::to_string(100 + i)));
+  top.push_back(file("x", 1, "v"));
+  ASSERT_TRUE(db_->applyListing("", top, nullptr).isOk());
+  ASSERT_TRUE(db_->applyListing("d105", {}, nullptr).isOk());  // listed: not returned
+  std::vector<std::string> all;
+  std::optional<std::string> cursor;
+  for (int batches = 0; batches < 100; ++batches) {
+    auto b = db_->unlistedDirs(4, cursor);
+    ASSERT_TRUE(b.isOk());
+    if (b->empty()) break;
+    EXPECT_LE(b->size(), 4u);
+    all.insert(all.end(), b->begin(), b->end());
+    cursor = b->back();
+  }
+  ASSERT_EQ(all.size(), 24u);
+  EXPECT_TRUE(std::is_sorted(all.begin(), all.end()));
+  EXPECT_EQ(std::count(all.begin(), all.end(), "d105"), 0);
+}
+
+// A cache made by a v3 fanhsm: the v3 -> v4 migration builds the totals from its rows.
+TEST(MetaDbOpenTest, MigratesV3DatabaseAndBuildsTotals) {
+  hsm::testing::TempDir tmp;
+  const std::string path = tmp.path() + "/index.db";
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    const char* v3 =
+        "CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE entries(path TEXT PRIMARY KEY, type INTEGER NOT NULL, size INTEGER NOT "
+        "NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL, link TEXT NOT NULL DEFAULT '', "
+        "version TEXT NOT NULL DEFAULT '', state INTEGER NOT NULL DEFAULT 0, present BLOB, "
+        "bytes_present INTEGER NOT NULL DEFAULT 0, listed_at INTEGER NOT NULL DEFAULT 0, "
+        "pinned INTEGER NOT NULL DEFAULT 0, last_access INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+        "CREATE INDEX entries_unlisted ON entries(type, state) WHERE type = 1 AND state = 0;"
+        "CREATE INDEX entries_lru ON entries(last_access) WHERE type = 0 AND bytes_present > 0 "
+        "AND pinned = 0;"
+        "INSERT INTO settings VALUES('schema_version', '3');"
+        "INSERT INTO entries(path, type, size, mtime_ns, mode, state) VALUES('', 1, 0, 0, 493, 1);"
+        "INSERT INTO entries(path, type, size, mtime_ns, mode, state) VALUES('d', 1, 0, 0, 493, 0);"
+        "INSERT INTO entries(path, type, size, mtime_ns, mode, version, state, bytes_present, "
+        " pinned) VALUES('a', 0, 100, 0, 420, 'v', 2, 100, 1), ('b', 0, 50, 0, 420, 'v', 1, 10, 0),"
+        " ('c', 0, 70, 0, 420, 'v', 0, 0, 0);"
+        "INSERT INTO entries(path, type, size, mtime_ns, mode, link) VALUES('l', 2, 0, 0, 511, 'x');";
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(raw, v3, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_close(raw);
+  }
+  auto db = MetaDb::open(path);
+  ASSERT_TRUE(db.isOk()) << db.status().message();
+  auto v = (*db)->getSetting("schema_version");
+  ASSERT_TRUE(v.isOk() && v->has_value());
+  EXPECT_EQ(**v, "4");
+  auto st = (*db)->stats();
+  ASSERT_TRUE(st.isOk());
+  EXPECT_EQ(st->files, 3u);
+  EXPECT_EQ(st->filesFull, 1u);
+  EXPECT_EQ(st->filesPartial, 1u);
+  EXPECT_EQ(st->filesEmpty, 1u);
+  EXPECT_EQ(st->dirs, 2u);
+  EXPECT_EQ(st->dirsListed, 1u);
+  EXPECT_EQ(st->symlinks, 1u);
+  EXPECT_EQ(st->bytesTotal, 220u);
+  EXPECT_EQ(st->bytesPresent, 110u);
+  EXPECT_EQ(st->filesPinned, 1u);
+  EXPECT_EQ(st->bytesPinned, 100u);
+  // Migrated rows stay accounted by the triggers from then on.
+  ASSERT_TRUE((*db)->recordContent({{"c", "v", State::kFull, "\x01", 70, 1}}).isOk());
+  ASSERT_TRUE((*db)->removeSubtree("a").isOk());
+  expectSameTotals(**db);
+  auto bytes = (*db)->contentBytes();
+  ASSERT_TRUE(bytes.isOk());
+  EXPECT_EQ(*bytes, 80u);
+  db->reset();
+  auto again = MetaDb::open(path);  // opening a v4 database again changes nothing
+  ASSERT_TRUE(again.isOk());
+  expectSameTotals(**again);
 }
 
 TEST(MetaDbOpenTest, RefusesNewerSchema) {

@@ -1,5 +1,6 @@
 #include "core/namespace_populator.h"
 
+#include <algorithm>
 #include <ctime>
 #include <map>
 #include <set>
@@ -11,8 +12,13 @@ namespace hsm::core {
 
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
                                        size_t parallel, std::chrono::seconds ttl,
-                                       ChangedFn onChanged)
-    : remote_(remote), cache_(cache), parallel_(parallel), ttl_(ttl) {
+                                       ChangedFn onChanged, size_t queueLimit)
+    : remote_(remote),
+      cache_(cache),
+      parallel_(parallel),
+      ttl_(ttl),
+      queueLimit_(std::max<size_t>(1, queueLimit)),
+      batch_(std::min<size_t>(1000, std::max<size_t>(1, queueLimit))) {
   if (onChanged) addChangedListener(std::move(onChanged));
 }
 
@@ -50,19 +56,66 @@ Status NamespacePopulator::start() {
     if (!up) return up.status();
   }
   HSM_RETURN_IF_ERROR(ensureListed(""));
-  auto pending = cache_.db().unlistedDirs(SIZE_MAX >> 1);
-  if (!pending) return pending.status();
   {
+    // Whatever is still unlisted (a first mount: the root's subdirectories; a remount:
+    // what the last crawl did not reach) is read from the index in batches by the crawlers.
     std::lock_guard lock(mu_);
-    for (auto& d : *pending) queue_.push_back(std::move(d));
-    if (queue_.empty()) {
+    if (parallel_ > 0) {
+      scanning_ = true;
+      scanCursor_.reset();
+    }
+    if (doneLocked()) {
       finished_ = std::chrono::steady_clock::now();
       finishedSet_ = true;
     }
   }
-  if (!pending->empty()) log::info("crawl: {} directories to list", pending->size());
   for (size_t i = 0; i < parallel_; ++i) threads_.emplace_back([this] { crawlLoop(); });
   return Status::ok();
+}
+
+bool NamespacePopulator::doneLocked() const {
+  return queue_.empty() && active_.empty() && crawling_ == 0 && !scanning_ && !refilling_;
+}
+
+void NamespacePopulator::enqueueLocked(std::string dir) {
+  if (parallel_ == 0) return;  // no crawler: directories are listed when opened
+  if (queue_.size() < queueLimit_) {
+    queue_.push_back(std::move(dir));
+    queuedPeak_ = std::max<uint64_t>(queuedPeak_, queue_.size());
+  } else if (scanning_) {
+    rescan_ = true;  // it may sort before the cursor: the pass must be made again
+  } else {
+    scanning_ = true;
+    scanCursor_.reset();
+  }
+}
+
+void NamespacePopulator::refillLocked(std::unique_lock<std::mutex>& lock) {
+  refilling_ = true;
+  const std::optional<std::string> after = scanCursor_;
+  lock.unlock();  // the index's lock ranks below ours
+  auto batch = cache_.db().unlistedDirs(batch_, after);
+  lock.lock();
+  refilling_ = false;
+  if (!batch) {
+    log::warn("crawl: reading unlisted directories: {}", batch.status().message());
+    scanning_ = false;
+    return;
+  }
+  if (batch->empty()) {
+    if (rescan_) {
+      rescan_ = false;
+      scanCursor_.reset();
+    } else {
+      scanning_ = false;
+    }
+    return;
+  }
+  scanCursor_ = batch->back();
+  for (auto& d : *batch) {
+    if (active_.count(d) == 0 && failed_.count(d) == 0) queue_.push_back(std::move(d));
+  }
+  queuedPeak_ = std::max<uint64_t>(queuedPeak_, queue_.size());
 }
 
 void NamespacePopulator::stop() {
@@ -194,7 +247,7 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
   removed_ += removed;
   entriesAdded_ += added;
   skipped_ += listing->skipped.size();
-  for (auto& d : subdirs) queue_.push_back(std::move(d));
+  for (auto& d : subdirs) enqueueLocked(std::move(d));
   cv_.notify_all();
   return Status::ok();
 }
@@ -204,8 +257,14 @@ void NamespacePopulator::crawlLoop() {
     std::string dir;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || (scanning_ && !refilling_); });
       if (stopping_) return;
+      if (queue_.empty()) {
+        refillLocked(lock);
+        if (doneLocked()) finishLocked();
+        cv_.notify_all();
+        continue;
+      }
       dir = std::move(queue_.front());
       queue_.pop_front();
       if (active_.count(dir) != 0) continue;  // ensureListed() has it
@@ -217,14 +276,18 @@ void NamespacePopulator::crawlLoop() {
     }
     std::lock_guard lock(mu_);
     --crawling_;
-    if (queue_.empty() && active_.empty() && crawling_ == 0 && !finishedSet_) {
-      finished_ = std::chrono::steady_clock::now();
-      finishedSet_ = true;
-      log::info("crawl: done, {} directories and {} names in {:.2f} s", dirsListed_,
-                entriesAdded_,
-                std::chrono::duration<double>(finished_ - started_).count());
-    }
+    if (doneLocked()) finishLocked();
+    cv_.notify_all();
   }
+}
+
+void NamespacePopulator::finishLocked() {
+  if (finishedSet_) return;
+  finished_ = std::chrono::steady_clock::now();
+  finishedSet_ = true;
+  const double secs = std::chrono::duration<double>(finished_ - started_).count();
+  log::info("crawl: done, {} directories and {} names in {:.2f} s ({:.0f} names/s)", dirsListed_,
+            entriesAdded_, secs, secs > 0 ? static_cast<double>(entriesAdded_) / secs : 0.0);
 }
 
 CrawlStats NamespacePopulator::stats() const {
@@ -232,13 +295,14 @@ CrawlStats NamespacePopulator::stats() const {
   CrawlStats s;
   s.dirsListed = dirsListed_;
   s.dirsQueued = queue_.size();
+  s.queuedPeak = queuedPeak_;
   s.dirsActive = active_.size();
   s.entriesAdded = entriesAdded_;
   s.errors = failed_.size();
   s.skipped = skipped_;
   s.revalidated = revalidated_;
   s.removed = removed_;
-  s.done = queue_.empty() && active_.empty() && crawling_ == 0;
+  s.done = doneLocked();
   auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
   s.seconds = std::chrono::duration<double>(end - started_).count();
   return s;

@@ -18,6 +18,13 @@
 // Hydrator forgets its state, a FUSE frontend drops the kernel's cached entry). The
 // background crawl never revalidates, so opening one directory never re-crawls a tree.
 //
+// Scale: memory does not grow with the tree. The crawl queue in memory is bounded
+// (queueLimit): subdirectories found while it is full are left to the index, where they
+// are unlisted directories; when the queue runs dry the crawler reads the next batch of
+// unlisted directories from the index (a cursor over a partial index, in path order), and
+// makes another pass if directories were left out since the current pass began. A remount
+// therefore starts at once, whatever the number of directories still to list.
+//
 // Thread-safety: all methods are thread-safe. Listing of one directory is single-flight:
 // concurrent ensureListed() calls and the crawler share one listing. Locks: mu_ (rank 40),
 // never held across remote or disk I/O; listenersMu_ (rank 45, leaf: only copies the list).
@@ -31,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -43,7 +51,8 @@ namespace hsm::core {
 
 struct CrawlStats {
   uint64_t dirsListed = 0;    // by this daemon
-  uint64_t dirsQueued = 0;    // waiting
+  uint64_t dirsQueued = 0;    // waiting in memory (more may wait in the index)
+  uint64_t queuedPeak = 0;    // most directories ever waiting in memory
   uint64_t dirsActive = 0;    // being listed now
   uint64_t entriesAdded = 0;  // names created by this daemon
   uint64_t errors = 0;        // directories that failed to list
@@ -61,9 +70,10 @@ class NamespacePopulator {
   // of the populator held. It must not block on the kernel or on a listing.
   using ChangedFn = std::function<void(const std::string& path)>;
   // `ttl` 0: a listing is never revalidated. `onChanged` (optional) is the first listener.
+  // `queueLimit`: directories held in memory for the crawl (at least 1).
   NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel,
                      std::chrono::seconds ttl = std::chrono::seconds(0),
-                     ChangedFn onChanged = nullptr);
+                     ChangedFn onChanged = nullptr, size_t queueLimit = 10000);
   ~NamespacePopulator();  // stops the crawler
   NamespacePopulator(const NamespacePopulator&) = delete;
   NamespacePopulator& operator=(const NamespacePopulator&) = delete;
@@ -92,6 +102,13 @@ class NamespacePopulator {
 
   Status listDir(const std::string& dir, const std::string& validator, bool relist);
   void crawlLoop();
+  // Reads the next batch of unlisted directories from the index into the queue. Called by
+  // one crawler at a time (refilling_), with `lock` held on entry and exit.
+  void refillLocked(std::unique_lock<std::mutex>& lock);
+  // Queues `dir` if there is room; otherwise leaves it to a pass over the index.
+  void enqueueLocked(std::string dir);
+  bool doneLocked() const;
+  void finishLocked();  // records the end of the crawl (once)
 
   remote::Remote& remote_;
   cache::CacheStore& cache_;
@@ -99,6 +116,8 @@ class NamespacePopulator {
   const std::chrono::seconds ttl_;
   mutable std::mutex listenersMu_;  // rank 45 (leaf): listeners_
   std::vector<std::shared_ptr<const ChangedFn>> listeners_;
+  const size_t queueLimit_;
+  const size_t batch_;
 
   mutable std::mutex mu_;  // rank 40
   std::condition_variable cv_;
@@ -106,7 +125,12 @@ class NamespacePopulator {
   std::set<std::string> active_;          // being listed now
   std::map<std::string, Status> failed_;  // failed in this run (the crawler skips them)
   size_t crawling_ = 0;  // crawler threads between dequeue and done
+  bool scanning_ = false;   // a pass over the index's unlisted directories is under way
+  bool rescan_ = false;     // directories were left out of the queue during this pass
+  bool refilling_ = false;  // a crawler is reading the next batch
+  std::optional<std::string> scanCursor_;  // the pass's position (last path read)
   bool stopping_ = false;
+  uint64_t queuedPeak_ = 0;
   uint64_t dirsListed_ = 0, entriesAdded_ = 0, skipped_ = 0, revalidated_ = 0, removed_ = 0;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point finished_;

@@ -90,6 +90,33 @@ TEST_F(PopulatorTest, RestartListsNothingTwice) {
   EXPECT_EQ(remote_.lists(), lists);
 }
 
+// The crawl queue in memory stays within its limit; what does not fit is read back from
+// the index in batches, and every directory is still listed exactly once.
+TEST_F(PopulatorTest, BoundedQueueListsEveryDirectoryOnce) {
+  remote_.addDir("wide");
+  for (int i = 0; i < 30; ++i) remote_.addDir("wide/w" + std::to_string(i));
+  {
+    NamespacePopulator rootOnly(remote_, *cache_, 0);  // lists the root, nothing else
+    ASSERT_TRUE(rootOnly.start().isOk());
+    EXPECT_TRUE(rootOnly.stats().done);
+  }
+  const int before = remote_.lists();
+  NamespacePopulator p(remote_, *cache_, 2, std::chrono::seconds(0), nullptr, /*queueLimit=*/2);
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  auto st = p.stats();
+  EXPECT_LE(st.queuedPeak, 2u);
+  EXPECT_EQ(st.errors, 0u);
+  // root's children: 5 + deep + wide; below them 15 + deep/a, deep/a/b + 30.
+  EXPECT_EQ(st.dirsListed, 5u + 2 + 15 + 2 + 30);
+  EXPECT_EQ(remote_.lists() - before, static_cast<int>(st.dirsListed));
+  auto unlisted = cache_->db().unlistedDirs(10);
+  ASSERT_TRUE(unlisted.isOk());
+  EXPECT_TRUE(unlisted->empty());
+  struct stat sb {};
+  EXPECT_EQ(::stat((tmp_.path() + "/cache/tree/deep/a/b/leaf").c_str(), &sb), 0);
+}
+
 TEST_F(PopulatorTest, RevalidationAfterTtlAddsRemovesAndInvalidates) {
   std::vector<std::string> changed;
   std::mutex mu;

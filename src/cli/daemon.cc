@@ -113,6 +113,7 @@ class Daemon {
     fc.cacheFsType = cache_->fsTypeName();
     fc.workers = config_.workers;
     fc.dirIgnoreMarks = config_.listingTtlSeconds == 0;
+    fc.listingTtl = std::chrono::seconds(config_.listingTtlSeconds);
     return std::make_unique<frontend::FanotifyFrontend>(fc, *hydrator_, *populator_);
   }
 
@@ -296,6 +297,12 @@ class Daemon {
     return b;
   }
 
+  static nlohmann::json latencyJson(const LatencySummary& l) {
+    auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    return {{"count", l.count}, {"p50_us", us(l.p50Ns)}, {"p90_us", us(l.p90Ns)},
+            {"p99_us", us(l.p99Ns)}, {"max_us", us(l.maxNs)}};
+  }
+
   nlohmann::json status(const std::string& path) {
     if (!validateRelPath(path)) return {{"ok", false}, {"error", "bad path"}, {"errno", EINVAL}};
     if (!path.empty()) {
@@ -359,11 +366,13 @@ class Daemon {
                           {"cache_full", es.cacheFull}, {"errors", es.errors},
                           {"last_pass_bytes", es.lastPassBytes}, {"last_pass_seconds", es.lastPassSeconds}}},
             {"crawl", {{"done", crawl.done}, {"dirs_listed", crawl.dirsListed}, {"dirs_queued", crawl.dirsQueued},
-                       {"dirs_active", crawl.dirsActive}, {"entries", crawl.entriesAdded},
+                       {"dirs_active", crawl.dirsActive}, {"queued_peak", crawl.queuedPeak},
+                       {"entries", crawl.entriesAdded},
                        {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds},
                        {"revalidated", crawl.revalidated}, {"removed", crawl.removed}}},
             {"events", {{"content", fe.fileEvents}, {"dir_open", fe.dirEvents}, {"file_open", fe.openEvents},
                         {"denied", fe.denied}, {"ignore_marks", fe.ignoreMarks}, {"pending", fe.pending}}},
+            {"latency", {{"content", latencyJson(fe.contentLatency)}, {"dir_open", latencyJson(fe.dirLatency)}}},
             {"fetch", {{"count", hs.fetches}, {"bytes", hs.fetchedBytes}, {"errors", hs.fetchErrors},
                        {"readahead", hs.readaheadFetches}, {"waits", hs.waits},
                        {"files_completed", hs.filesCompleted}}}};

@@ -367,6 +367,16 @@ void printMountStatus(const nlohmann::json& j) {
                            ev["content"].get<uint64_t>(), ev["dir_open"].get<uint64_t>(),
                            ev["file_open"].get<uint64_t>(), ev["denied"].get<uint64_t>(),
                            ev["pending"].get<uint64_t>());
+  if (j.contains("latency")) {
+    auto lat = j["latency"];
+    auto line = [](const nlohmann::json& l) {
+      return fmt::format("p50 {:.0f} us, p99 {:.0f} us, max {:.0f} us ({})", l["p50_us"].get<double>(),
+                         l["p99_us"].get<double>(), l["max_us"].get<double>(),
+                         l["count"].get<uint64_t>());
+    };
+    std::cout << fmt::format("  latency  content {}; dir opens {}\n", line(lat["content"]),
+                             line(lat["dir_open"]));
+  }
   std::cout << fmt::format("  fetched  {} in {} fetches ({} readahead), {} errors, {} files completed\n",
                            humanBytes(fe["bytes"].get<uint64_t>()), fe["count"].get<uint64_t>(),
                            fe["readahead"].get<uint64_t>(), fe["errors"].get<uint64_t>(),

@@ -130,7 +130,9 @@ void NamespacePopulator::stop() {
   threads_.clear();
 }
 
-Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate) {
+Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate,
+                                        int64_t* listedAt) {
+  if (listedAt) *listedAt = 0;
   {
     std::unique_lock lock(mu_);
     // Wait for a listing of this directory already under way.
@@ -146,18 +148,23 @@ Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate)
   const bool listed = (*row)->state == cache::kDirListed;
   const bool stale = listed && revalidate && ttl_.count() > 0 &&
                      nowSec() - (*row)->listedAt >= ttl_.count();
-  if (listed && !stale) return Status::ok();
+  if (listed && !stale) {
+    if (listedAt) *listedAt = (*row)->listedAt;
+    return Status::ok();
+  }
   {
     std::unique_lock lock(mu_);
     if (active_.count(dir) != 0) {
       cv_.wait(lock, [&] { return stopping_ || active_.count(dir) == 0; });
       auto it = failed_.find(dir);
       if (it != failed_.end()) return it->second;
+      if (listedAt) *listedAt = nowSec();
       return Status::ok();
     }
     active_.insert(dir);
   }
   Status s = listDir(dir, listed ? (*row)->version : std::string(), listed);
+  if (s && listedAt) *listedAt = nowSec();
   if (!s && listed) {
     // The remote is unreachable or failing: keep serving the listing we have.
     log::warn("revalidating '{}': {}; keeping the cached listing", displayPath(dir), s.message());

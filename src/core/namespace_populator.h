@@ -87,7 +87,9 @@ class NamespacePopulator {
   // Blocks until `dir` is listed (listing it now if needed; with `revalidate`, also if
   // its listing is older than the TTL). ENOENT if `dir` is not a directory of the tree;
   // the remote's error if listing fails (a stale listing is kept then, and served).
-  Status ensureListed(const std::string& dir, bool revalidate = true);
+  // `listedAt`, if given, receives when the listing served was made (s since the epoch;
+  // 0 if unknown, e.g. a stale listing kept because the remote failed).
+  Status ensureListed(const std::string& dir, bool revalidate = true, int64_t* listedAt = nullptr);
 
   // Adds a change listener, called after those added before it. Thread-safe; may be
   // called while listings run (one that is under way may or may not tell the new listener).

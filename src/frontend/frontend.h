@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 
+#include "util/latency_histogram.h"
 #include "util/status.h"
 
 namespace hsm::frontend {
@@ -27,6 +28,9 @@ struct FrontendStats {
   uint64_t denied = 0;         // requests answered with an error
   uint64_t ignoreMarks = 0;    // files/dirs that stopped raising events
   uint64_t pending = 0;        // requests not answered yet
+  // From the moment the request was read to its answer (queueing included).
+  LatencySummary contentLatency;  // content requests
+  LatencySummary dirLatency;      // directory opens
 };
 
 class Frontend {

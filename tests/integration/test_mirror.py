@@ -88,7 +88,9 @@ def src(workdir):
 
 STATUS_KEYS = {
     None: {"ok", "mountpoint", "source", "cache", "cache_fs", "frontend", "pid", "chunk_size",
-           "bytes_total", "bytes_present", "files", "dirs", "symlinks", "crawl", "events", "fetch"},
+           "bytes_total", "bytes_present", "files", "dirs", "symlinks", "crawl", "events", "fetch",
+           "latency"},
+    "latency": {"content", "dir_open"},
     "files": {"total", "empty", "partial", "full"},
     "dirs": {"total", "listed"},
     "crawl": {"done", "dirs_listed", "dirs_queued", "dirs_active", "entries", "errors", "skipped",

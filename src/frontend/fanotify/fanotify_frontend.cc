@@ -10,7 +10,9 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -162,8 +164,23 @@ void FanotifyFrontend::readLoop() {
   struct pollfd fds[3] = {{contentGroup_.get(), POLLIN, 0},
                           {openGroup_.get(), POLLIN, 0},
                           {wakeFd_.get(), POLLIN, 0}};
+  const auto period = flushPeriod();
+  auto nextFlush = std::chrono::steady_clock::now() + period;
   while (!stopping_) {
-    int n = ::poll(fds, 3, -1);
+    int timeoutMs = -1;
+    if (period.count() > 0) {
+      auto now = std::chrono::steady_clock::now();
+      if (now >= nextFlush) {
+        // Directory ignore marks must not outlive their listing's freshness (see config).
+        if (::fanotify_mark(openGroup_.get(), FAN_MARK_FLUSH, 0, AT_FDCWD, nullptr) != 0) {
+          log::warn("flushing directory ignore marks: {}", std::strerror(errno));
+        }
+        nextFlush = now + period;
+      }
+      timeoutMs = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(nextFlush - now).count() + 1);
+    }
+    int n = ::poll(fds, 3, timeoutMs);
     if (n < 0) {
       if (errno == EINTR) continue;
       log::error("poll on fanotify groups: {}", std::strerror(errno));
@@ -179,6 +196,7 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
   alignas(struct fanotify_event_metadata) char buf[64 * 1024];
   while (true) {
     ssize_t len = ::read(groupFd, buf, sizeof buf);
+    const auto readAt = std::chrono::steady_clock::now();
     if (len < 0) {
       if (errno != EAGAIN && errno != EINTR) log::error("read fanotify: {}", std::strerror(errno));
       return;
@@ -211,14 +229,20 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
         }
         fileEvents_++;
         auto shared = std::make_shared<PermissionEvent>(std::move(ev));
-        workers_->post([this, shared] { handleContent(*shared); });
+        workers_->post([this, shared, readAt] {
+          handleContent(*shared);
+          contentLatency_.record(std::chrono::steady_clock::now() - readAt);
+        });
         continue;
       }
       struct stat st {};
       if (::fstat(ev.fd(), &st) == 0 && S_ISDIR(st.st_mode)) {
         dirEvents_++;
         auto shared = std::make_shared<PermissionEvent>(std::move(ev));
-        workers_->post([this, shared] { handleDirOpen(*shared); });
+        workers_->post([this, shared, readAt] {
+          handleDirOpen(*shared);
+          dirLatency_.record(std::chrono::steady_clock::now() - readAt);
+        });
         continue;
       }
       // A file open: content is checked at read time (FAN_PRE_ACCESS). Stop open events
@@ -300,18 +324,31 @@ void FanotifyFrontend::handleDirOpen(PermissionEvent& ev) {
   try {
     auto path = pathOrDeny(ev);
     if (!path) return;
-    Status s = populator_.ensureListed(*path);
+    int64_t listedAt = 0;
+    Status s = populator_.ensureListed(*path, true, &listedAt);
     if (!s) {
       log::warn("open directory '{}': {}", displayPath(*path), s.message());
       ev.deny(fanotifyErrno(s.code()));
       return;
     }
-    if (config_.dirIgnoreMarks) addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM | FAN_ONDIR);
+    bool mark = config_.dirIgnoreMarks;
+    if (!mark && flushPeriod().count() > 0 && listedAt > 0) {
+      // Fresh until the next flush at least (with a second of margin for the clock's
+      // whole seconds): the mark is gone before the listing goes stale.
+      const int64_t age = static_cast<int64_t>(std::time(nullptr)) - listedAt;
+      mark = config_.listingTtl.count() - age >= flushPeriod().count() + 1;
+    }
+    if (mark) addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM | FAN_ONDIR);
     ev.allow();
   } catch (const std::exception& e) {
     log::error("unexpected error serving a directory open: {}", e.what());
     if (!ev.answered()) ev.deny(EIO);
   }
+}
+
+std::chrono::seconds FanotifyFrontend::flushPeriod() const {
+  if (config_.dirIgnoreMarks || config_.listingTtl.count() <= 0) return std::chrono::seconds(0);
+  return std::max(std::chrono::seconds(1), config_.listingTtl / 4);
 }
 
 FrontendStats FanotifyFrontend::stats() const {
@@ -322,6 +359,8 @@ FrontendStats FanotifyFrontend::stats() const {
   s.denied = denied_;
   s.ignoreMarks = ignoreMarks_;
   s.pending = pending_;
+  s.contentLatency = contentLatency_.snapshot();
+  s.dirLatency = dirLatency_.snapshot();
   return s;
 }
 

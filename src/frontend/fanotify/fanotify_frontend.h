@@ -44,8 +44,13 @@ struct FanotifyConfig {
   std::string cacheFsType; // for error messages
   size_t workers = 16;
   // Listings never expire: a listed directory gets an ignore mark and raises no more open
-  // events. With a listing TTL every directory open is checked (and revalidated).
+  // events. Otherwise (a listing TTL), see listingTtl.
   bool dirIgnoreMarks = true;
+  // With a listing TTL, a directory whose listing stays fresh for longer than the flush
+  // period (TTL/4, at least 1 s) plus 1 s still gets an ignore mark, and every flush period
+  // all inode marks of the open-event group are flushed: no open after a listing went stale
+  // is missed, and a tree walk of fresh directories raises no events (`find` at native speed).
+  std::chrono::seconds listingTtl{0};
 };
 
 class FanotifyFrontend final : public Frontend {
@@ -74,6 +79,7 @@ class FanotifyFrontend final : public Frontend {
   // The event's path relative to the mount point, or nullopt after denying it with EIO.
   std::optional<std::string> pathOrDeny(PermissionEvent& ev) const;
   void addIgnoreMark(int groupFd, int fd, uint64_t mask);
+  std::chrono::seconds flushPeriod() const;
 
   const FanotifyConfig config_;
   core::Hydrator& hydrator_;
@@ -90,6 +96,7 @@ class FanotifyFrontend final : public Frontend {
   std::atomic<bool> detached_{false};  // lazily unmounted: paths are relative to the view root
   uint64_t viewMountId_ = 0;  // to find files still open on the view after a lazy unmount
 
+  LatencyHistogram contentLatency_, dirLatency_;
   std::atomic<uint64_t> fileEvents_{0}, dirEvents_{0}, openEvents_{0}, denied_{0},
       ignoreMarks_{0}, pending_{0};
 };

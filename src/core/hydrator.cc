@@ -480,17 +480,20 @@ void Hydrator::syncLoop() {
     }
     Status s = flush();
     if (!s) log::warn("recording cache state: {}", s.message());
-    // Forget idle, fully recorded files beyond a bound; the index has their state.
+    // Forget idle, fully recorded files: complete ones at once (they raise no events while
+    // their ignore mark lasts, and a loaded file's open descriptor would pin its inode, and
+    // with it the mark, against reclaim), partial ones beyond a bound. The index has their
+    // state; the next request loads it again.
     std::lock_guard lock(mu_);
-    if (files_.size() <= kKeepLoaded) continue;
-    for (auto it = files_.begin(); it != files_.end() && files_.size() > kKeepLoaded;) {
+    for (auto it = files_.begin(); it != files_.end();) {
       auto& fs = it->second;
-      bool idle = false;
+      bool forget = false;
       if (fs.use_count() == 1) {
         std::lock_guard fl(fs->mu);
-        idle = !fs->dirty && fs->flights.empty();
+        forget = !fs->dirty && fs->flights.empty() &&
+                 (fs->fullDurable || files_.size() > kKeepLoaded);
       }
-      it = idle ? files_.erase(it) : std::next(it);
+      it = forget ? files_.erase(it) : std::next(it);
     }
   }
 }

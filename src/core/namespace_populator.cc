@@ -298,6 +298,13 @@ void NamespacePopulator::finishLocked() {
 }
 
 CrawlStats NamespacePopulator::stats() const {
+  // Without crawlers the namespace is complete only once nothing is left unlisted (one
+  // lookup in the partial index, before our lock: the index's lock ranks below it).
+  bool unlistedLeft = false;
+  if (parallel_ == 0) {
+    auto left = cache_.db().unlistedDirs(1);
+    unlistedLeft = !left || !left->empty();
+  }
   std::lock_guard lock(mu_);
   CrawlStats s;
   s.dirsListed = dirsListed_;
@@ -309,7 +316,7 @@ CrawlStats NamespacePopulator::stats() const {
   s.skipped = skipped_;
   s.revalidated = revalidated_;
   s.removed = removed_;
-  s.done = doneLocked();
+  s.done = doneLocked() && !unlistedLeft;
   auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
   s.seconds = std::chrono::duration<double>(end - started_).count();
   return s;

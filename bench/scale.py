@@ -88,10 +88,10 @@ def inode_marks(pid):
     return n
 
 
-def drop_caches():
+def drop_caches(what=2):
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2\n")  # dentries and inodes: evictable marks go with them
+        f.write("%d\n" % what)  # 2: dentries and inodes (evictable marks go with them); 3: and pages
 
 
 def timed(fn):
@@ -178,7 +178,7 @@ def pressure_reader(mp, rels, big_of, mem_bytes, pid):
                              preexec_fn=lambda: open(procs, "w").write(str(os.getpid())))
         out, _ = p.communicate("".join("%s %d\n" % (r, big_of[r]) for r in rels), timeout=WAIT_S)
         marks_after = inode_marks(pid)
-        drop_caches()
+        drop_caches(3)  # inodes that still have cached pages are not reclaimed
         marks_dropped = inode_marks(pid)
         return {"files": len(rels), "bad": int(out.strip() or -1), "rc": p.returncode,
                 "cgroup_limit": mem_bytes, "inode_marks_before": marks_before,

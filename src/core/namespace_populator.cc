@@ -163,6 +163,20 @@ Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate,
     }
     active_.insert(dir);
   }
+  if (!listed) {
+    // Another listing may have finished between our read of the row and our claim (the
+    // crawl can hold a directory twice: queued when found and read back from the index).
+    auto again = cache_.db().get(dir);
+    if (again && again->has_value() && (*again)->state == cache::kDirListed) {
+      if (listedAt) *listedAt = (*again)->listedAt;
+      {
+        std::lock_guard lock(mu_);
+        active_.erase(dir);
+      }
+      cv_.notify_all();
+      return Status::ok();
+    }
+  }
   Status s = listDir(dir, listed ? (*row)->version : std::string(), listed);
   if (s && listedAt) *listedAt = nowSec();
   if (!s && listed) {

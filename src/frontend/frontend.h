@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "util/latency_histogram.h"
+#include "util/percentile_histogram.h"
 #include "util/status.h"
 
 namespace hsm::frontend {

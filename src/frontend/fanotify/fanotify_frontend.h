@@ -96,7 +96,7 @@ class FanotifyFrontend final : public Frontend {
   std::atomic<bool> detached_{false};  // lazily unmounted: paths are relative to the view root
   uint64_t viewMountId_ = 0;  // to find files still open on the view after a lazy unmount
 
-  LatencyHistogram contentLatency_, dirLatency_;
+  PercentileHistogram contentLatency_, dirLatency_;
   std::atomic<uint64_t> fileEvents_{0}, dirEvents_{0}, openEvents_{0}, denied_{0},
       ignoreMarks_{0}, pending_{0};
 };

@@ -1,4 +1,4 @@
-// LatencyHistogram: a fixed-size, lock-free histogram of durations, for per-event latency
+// PercentileHistogram: a fixed-size, lock-free histogram of durations with fine buckets, for
 // percentiles in status output.
 //
 // Contract
@@ -22,7 +22,7 @@ struct LatencySummary {
   uint64_t p50Ns = 0, p90Ns = 0, p99Ns = 0, maxNs = 0;
 };
 
-class LatencyHistogram {
+class PercentileHistogram {
  public:
   static constexpr size_t kBuckets = 64 * 4;
 

@@ -1,11 +1,11 @@
-#include "util/latency_histogram.h"
+#include "util/percentile_histogram.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace hsm {
 
-LatencySummary LatencyHistogram::snapshot() const {
+LatencySummary PercentileHistogram::snapshot() const {
   std::array<uint64_t, kBuckets> counts{};
   LatencySummary s;
   for (size_t i = 0; i < kBuckets; ++i) {

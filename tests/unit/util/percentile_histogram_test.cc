@@ -1,4 +1,4 @@
-#include "util/latency_histogram.h"
+#include "util/percentile_histogram.h"
 
 #include <gtest/gtest.h>
 
@@ -10,31 +10,31 @@ namespace {
 
 using std::chrono::nanoseconds;
 
-TEST(LatencyHistogramTest, EmptyHasNoCounts) {
-  LatencyHistogram h;
+TEST(PercentileHistogramTest, EmptyHasNoCounts) {
+  PercentileHistogram h;
   auto s = h.snapshot();
   EXPECT_EQ(s.count, 0u);
   EXPECT_EQ(s.p50Ns, 0u);
   EXPECT_EQ(s.p99Ns, 0u);
 }
 
-TEST(LatencyHistogramTest, BucketsCoverEveryValueWithBoundedError) {
+TEST(PercentileHistogramTest, BucketsCoverEveryValueWithBoundedError) {
   const uint64_t values[] = {0, 1, 3, 4, 5, 7, 8, 1000, 123456789, uint64_t{1} << 40, UINT64_MAX};
   for (uint64_t v : values) {
-    size_t b = LatencyHistogram::bucketOf(v);
-    ASSERT_LT(b, LatencyHistogram::kBuckets);
-    EXPECT_GE(LatencyHistogram::upperBound(b), v);
+    size_t b = PercentileHistogram::bucketOf(v);
+    ASSERT_LT(b, PercentileHistogram::kBuckets);
+    EXPECT_GE(PercentileHistogram::upperBound(b), v);
     if (b > 0) {
-      EXPECT_LT(LatencyHistogram::upperBound(b - 1), v);
+      EXPECT_LT(PercentileHistogram::upperBound(b - 1), v);
     }
     if (v >= 4 && v < (uint64_t{1} << 62)) {
-      EXPECT_LE(LatencyHistogram::upperBound(b), v + v / 4);
+      EXPECT_LE(PercentileHistogram::upperBound(b), v + v / 4);
     }
   }
 }
 
-TEST(LatencyHistogramTest, PercentilesWithinABucketOfTheTruth) {
-  LatencyHistogram h;
+TEST(PercentileHistogramTest, PercentilesWithinABucketOfTheTruth) {
+  PercentileHistogram h;
   for (int i = 1; i <= 1000; ++i) h.record(nanoseconds(i * 1000));  // 1..1000 us
   auto s = h.snapshot();
   EXPECT_EQ(s.count, 1000u);
@@ -47,8 +47,8 @@ TEST(LatencyHistogramTest, PercentilesWithinABucketOfTheTruth) {
   EXPECT_LE(s.p90Ns, s.p99Ns);
 }
 
-TEST(LatencyHistogramTest, ConcurrentRecordsAreAllCounted) {
-  LatencyHistogram h;
+TEST(PercentileHistogramTest, ConcurrentRecordsAreAllCounted) {
+  PercentileHistogram h;
   std::vector<std::thread> ts;
   for (int t = 0; t < 4; ++t) {
     ts.emplace_back([&h, t] {

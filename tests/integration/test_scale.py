@@ -60,7 +60,7 @@ def fanotify_marks(pid):
     return inode, pinned, mounts
 
 
-@pytest.mark.frontend_only("fanotify", "counts fanotify directory events and marks")
+@pytest.mark.frontend_only("fanotify", reason="counts fanotify directory events and marks")
 def test_large_tree_walk_reads_remount(mounter, big_src):
     src, rels, big = big_src
     m = mounter(src)

@@ -291,13 +291,18 @@ class Daemon {
     gauge("cache_quota_bytes", "--cache-size (0: none)", d(config_.cacheSize));
     counter("crawl_dirs_listed_total", "Directories listed", d(crawl.dirsListed));
     counter("crawl_errors_total", "Directories that failed to list", d(crawl.errors));
+    b.histograms.push_back({"fanhsm_content_event_seconds",
+                            "Content requests (FAN_PRE_ACCESS / FUSE read), arrival to answer", fe.contentLatency});
+    b.histograms.push_back({"fanhsm_dir_open_event_seconds", "Directory opens, arrival to answer",
+                            fe.dirLatency});
     b.histograms.push_back({"fanhsm_fetch_duration_seconds", "Duration of one remote read", hs.fetchLatency});
     b.histograms.push_back({"fanhsm_read_wait_seconds",
                             "Time a content request waited for missing bytes", hs.ensureLatency});
     return b;
   }
 
-  static nlohmann::json latencyJson(const LatencySummary& l) {
+  static nlohmann::json latencyJson(const PercentileHistogram::Counts& counts) {
+    const LatencySummary l = counts.summary();
     auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
     return {{"count", l.count}, {"p50_us", us(l.p50Ns)}, {"p90_us", us(l.p90Ns)},
             {"p99_us", us(l.p99Ns)}, {"max_us", us(l.maxNs)}};

@@ -10,6 +10,11 @@
 namespace hsm::cli {
 namespace {
 
+// Bucket bounds of the exported histograms (seconds). The fine buckets behind them are
+// log-linear, so a value within 25% below a bound may count in the next one.
+constexpr double kBoundsSeconds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,   0.05,   0.1,     0.25,   0.5,   1.0,    5.0,    60.0};
+
 class Collector final : public prometheus::Collectable {
  public:
   explicit Collector(std::function<MetricsBatch()> collect) : collect_(std::move(collect)) {}
@@ -36,14 +41,12 @@ class Collector final : public prometheus::Collectable {
     }
     for (const auto& h : batch.histograms) {
       prometheus::ClientMetric m;
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i < LatencyHistogram::kBounds.size(); ++i) {
-        cumulative += h.snapshot.counts[i];
-        m.histogram.bucket.push_back({cumulative, LatencyHistogram::kBounds[i]});
+      for (double le : kBoundsSeconds) {
+        m.histogram.bucket.push_back({h.counts.countAtOrBelow(static_cast<uint64_t>(le * 1e9)), le});
       }
-      m.histogram.bucket.push_back({h.snapshot.count, std::numeric_limits<double>::infinity()});
-      m.histogram.sample_count = h.snapshot.count;
-      m.histogram.sample_sum = h.snapshot.sumSeconds;
+      m.histogram.bucket.push_back({h.counts.count, std::numeric_limits<double>::infinity()});
+      m.histogram.sample_count = h.counts.count;
+      m.histogram.sample_sum = static_cast<double>(h.counts.sumNs) / 1e9;
       out.push_back({h.name, h.help, prometheus::MetricType::Histogram, {std::move(m)}});
     }
     return out;

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "util/histogram.h"
+#include "util/percentile_histogram.h"
 #include "util/status.h"
 
 namespace hsm::cli {
@@ -31,7 +31,7 @@ struct MetricValue {
 struct HistogramValue {
   std::string name;  // fanhsm_..._seconds
   std::string help;
-  LatencyHistogram::Snapshot snapshot;
+  PercentileHistogram::Counts counts;
 };
 
 struct MetricsBatch {

@@ -678,8 +678,8 @@ HydratorStats Hydrator::stats() const {
   s.errGone = errGone_;
   s.errAccess = errAccess_;
   s.errOther = errOther_;
-  s.fetchLatency = fetchLatency_.snapshot();
-  s.ensureLatency = ensureLatency_.snapshot();
+  s.fetchLatency = fetchLatency_.counts();
+  s.ensureLatency = ensureLatency_.counts();
   return s;
 }
 

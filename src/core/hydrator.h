@@ -39,7 +39,7 @@
 
 #include "cache/cache_store.h"
 #include "remote/remote.h"
-#include "util/histogram.h"
+#include "util/percentile_histogram.h"
 #include "util/thread_pool.h"
 
 namespace hsm::core {
@@ -79,8 +79,8 @@ struct HydratorStats {
   // Failed fetches by cause: the cache filesystem full, the remote changed (ESTALE) or
   // removed (ENOENT) the file, permission, anything else (EIO, timeouts...).
   uint64_t errNoSpace = 0, errStale = 0, errGone = 0, errAccess = 0, errOther = 0;
-  LatencyHistogram::Snapshot fetchLatency;   // one remote read (a flight)
-  LatencyHistogram::Snapshot ensureLatency;  // one ensure() that was a miss
+  PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
+  PercentileHistogram::Counts ensureLatency;  // one ensure() that was a miss
 };
 
 class Hydrator {
@@ -166,7 +166,7 @@ class Hydrator {
   std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
       hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0};
-  LatencyHistogram fetchLatency_, ensureLatency_;
+  PercentileHistogram fetchLatency_, ensureLatency_;
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
   std::condition_variable syncCv_;

@@ -29,8 +29,8 @@ struct FrontendStats {
   uint64_t ignoreMarks = 0;    // files/dirs that stopped raising events
   uint64_t pending = 0;        // requests not answered yet
   // From the moment the request was read to its answer (queueing included).
-  LatencySummary contentLatency;  // content requests
-  LatencySummary dirLatency;      // directory opens
+  PercentileHistogram::Counts contentLatency;  // content requests
+  PercentileHistogram::Counts dirLatency;      // directory opens
 };
 
 class Frontend {

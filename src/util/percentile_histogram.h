@@ -1,5 +1,5 @@
 // PercentileHistogram: a fixed-size, lock-free histogram of durations with fine buckets, for
-// percentiles in status output.
+// percentiles in status output and histograms in the metrics endpoint.
 //
 // Contract
 // - record() is wait-free (relaxed atomic increments) and may be called from any thread;
@@ -8,6 +8,9 @@
 // - Buckets are log-linear: 4 per power of two, so a percentile is reported as the upper
 //   bound of its bucket, at most 25% above the true value (exact below 4 ns), and never
 //   above the largest value recorded.
+// - counts() copies the buckets (and count, sum, max) for callers that export them; a
+//   coarser bucket boundary (Prometheus `le`) is answered by countAtOrBelow(), which counts
+//   whole buckets whose upper bound is at or below it.
 #pragma once
 
 #include <array>
@@ -26,15 +29,24 @@ class PercentileHistogram {
  public:
   static constexpr size_t kBuckets = 64 * 4;
 
+  struct Counts {
+    std::array<uint64_t, kBuckets> buckets{};
+    uint64_t count = 0, sumNs = 0, maxNs = 0;
+    LatencySummary summary() const;
+    uint64_t countAtOrBelow(uint64_t boundNs) const;
+  };
+
   void record(std::chrono::nanoseconds d) {
     const uint64_t ns = d.count() > 0 ? static_cast<uint64_t>(d.count()) : 0;
     uint64_t m = max_.load(std::memory_order_relaxed);
     while (ns > m && !max_.compare_exchange_weak(m, ns, std::memory_order_relaxed)) {
     }
+    sum_.fetch_add(ns, std::memory_order_relaxed);
     buckets_[bucketOf(ns)].fetch_add(1, std::memory_order_release);
   }
 
-  LatencySummary snapshot() const;
+  Counts counts() const;
+  LatencySummary snapshot() const { return counts().summary(); }
 
   // Values 0..7 have a bucket each; above, bucket (msb - 1) * 4 + the two bits below the
   // most significant one.
@@ -55,6 +67,7 @@ class PercentileHistogram {
  private:
   std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
   std::atomic<uint64_t> max_{0};
+  std::atomic<uint64_t> sum_{0};
 };
 
 }  // namespace hsm

@@ -313,6 +313,8 @@ def test_metrics_are_scraped_over_http(mounter, src):
     assert samples['fanhsm_fetch_duration_seconds_bucket{le="+Inf"}'] == st["fetch"]["count"]
     assert samples["fanhsm_cache_content_bytes"] == st["bytes_present"]
     assert "# TYPE fanhsm_read_wait_seconds histogram" in text
+    assert samples["fanhsm_content_event_seconds_count"] == st["events"]["content"] > 0
+    assert samples["fanhsm_content_event_seconds_count"] == st["latency"]["content"]["count"]
     assert m.umount().returncode == 0
     with pytest.raises(OSError):  # the endpoint goes with the mount
         urllib.request.urlopen(url, timeout=5)

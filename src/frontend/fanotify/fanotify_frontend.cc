@@ -359,8 +359,8 @@ FrontendStats FanotifyFrontend::stats() const {
   s.denied = denied_;
   s.ignoreMarks = ignoreMarks_;
   s.pending = pending_;
-  s.contentLatency = contentLatency_.snapshot();
-  s.dirLatency = dirLatency_.snapshot();
+  s.contentLatency = contentLatency_.counts();
+  s.dirLatency = dirLatency_.counts();
   return s;
 }
 

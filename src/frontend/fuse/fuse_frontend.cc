@@ -508,6 +508,8 @@ FrontendStats FuseFrontend::stats() const {
   s.openEvents = opens_;
   s.denied = denied_;
   s.pending = pending_;
+  s.contentLatency = contentLatency_.counts();
+  s.dirLatency = dirLatency_.counts();
   return s;
 }
 
@@ -637,6 +639,11 @@ void FuseFrontend::open(FuseRequest& req, uint64_t ino, fuse_file_info* fi) {
 void FuseFrontend::read(FuseRequest& req, uint64_t ino, size_t size, int64_t off,
                         fuse_file_info* fi) {
   reads_++;
+  struct Timed {  // from the request's arrival to its answer, whatever the path out
+    PercentileHistogram& h;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~Timed() { h.record(std::chrono::steady_clock::now() - start); }
+  } timed{contentLatency_};
   auto path = pathOf(req, ino);
   if (!path) return;
   if (off < 0) {
@@ -680,6 +687,11 @@ void FuseFrontend::read(FuseRequest& req, uint64_t ino, size_t size, int64_t off
 
 void FuseFrontend::opendir(FuseRequest& req, uint64_t ino, fuse_file_info* fi) {
   dirOpens_++;
+  struct Timed {
+    PercentileHistogram& h;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~Timed() { h.record(std::chrono::steady_clock::now() - start); }
+  } timed{dirLatency_};
   auto path = pathOf(req, ino);
   if (!path) return;
   Status s = populator_.ensureListed(*path);

@@ -75,6 +75,7 @@
 #include "core/namespace_populator.h"
 #include "frontend/frontend.h"
 #include "frontend/fuse/node_table.h"
+#include "util/percentile_histogram.h"
 
 struct fuse_session;
 struct fuse_file_info;
@@ -186,6 +187,7 @@ class FuseFrontend final : public Frontend {
   std::thread notifyThread_;
 
   std::atomic<uint64_t> reads_{0}, dirOpens_{0}, opens_{0}, denied_{0}, pending_{0};
+  PercentileHistogram contentLatency_, dirLatency_;  // read, opendir: arrival to answer
 };
 
 }  // namespace hsm::frontend

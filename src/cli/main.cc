@@ -381,6 +381,12 @@ void printMountStatus(const nlohmann::json& j) {
                            humanBytes(fe["bytes"].get<uint64_t>()), fe["count"].get<uint64_t>(),
                            fe["readahead"].get<uint64_t>(), fe["errors"].get<uint64_t>(),
                            fe["files_completed"].get<uint64_t>());
+  const auto& w = j["worker"];
+  std::cout << fmt::format("  worker   pid {}, {} restarts, {} calls sent again{}\n", w["pid"].get<int>(),
+                           w["restarts"].get<uint64_t>(), w["retried_calls"].get<uint64_t>(),
+                           j["metrics"].get<std::string>().empty()
+                               ? ""
+                               : "; metrics at " + j["metrics"].get<std::string>());
 }
 
 int doStatus(const std::vector<std::string>& paths, bool json) {

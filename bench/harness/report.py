@@ -132,7 +132,8 @@ def markdown(meta, scenarios, subjects, goal_results, plots):
             first = False
             name = subjects[subj]
             if subj in s.errors and subj not in s.samples:
-                L.append("| %s | %s | failed: %s | | | |" % (title, name, s.errors[subj].replace("|", "/")[:120]))
+                err = s.errors[subj].replace("|", "/")[:120]
+                L.append("| %s | %s | %s | | | |" % (title, name, err if err.startswith("skipped") else "failed: " + err))
                 continue
             xs = s.samples[subj]
             r = s.ratio(subj)

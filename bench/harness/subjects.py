@@ -139,7 +139,7 @@ class Httpdirfs(FuseDaemon):
     """Debian's 1.2.5 wrongly finds that nginx serves no ranges (it checks a listing; upstream
     httpdirfs issue #188) and exits on the first read: --no-range-check is the upstream fix."""
     key, name = "httpdirfs", "HTTPDirFS --cache"
-    slow_listing = True  # lists a 100k tree in minutes: the tree block measures it once
+    slow_listing = True  # minutes for 10k small files or 100k entries: measured once there
 
     def command(self):
         return ["httpdirfs", "-f", "--no-range-check", "--cache", "--cache-location", self.cache, self.url,

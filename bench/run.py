@@ -146,6 +146,15 @@ class Runner:
                 s.fail(subject, e)
             return None
 
+    @contextlib.contextmanager
+    def mounted(self, cls, url):
+        """A fresh mount of cls; with --settle, fanhsm's background crawl has finished first,
+        so that content-cold figures do not include its competition."""
+        with cls(self.ctx, url) as m:
+            if self.ctx.settle:
+                wait_until(m.namespace_done, 900, m.name + " crawl", interval=0.2)
+            yield m
+
     def daemon_cpu(self, m, fn):
         c0 = cpu_seconds(m.pid)
         r = fn()
@@ -204,7 +213,7 @@ class Runner:
                     rh.add(k, fio_rand(f, p.fio_seconds))
 
                 def fresh(fn):
-                    with cls(c, c.url) as m:
+                    with self.mounted(cls, c.url) as m:
                         fn(m)
                 self.attempt([cold, hc, hw, rh], k, lambda: fresh(seq))
 
@@ -234,7 +243,7 @@ class Runner:
                 drop_caches()
                 sh_.add("native", walk_read(os.path.join(c.native, "small")))
                 def body(cls=cls):
-                    with cls(c, c.url) as m:
+                    with self.mounted(cls, c.url) as m:
                         drop_caches()
                         sc.add(cls.key, walk_read(m.path("small")))
                         time.sleep(0.5)
@@ -323,12 +332,12 @@ class Runner:
             uz.add("curl", zsize)
             for cls in self.mounts:
                 def tar(cls=cls):
-                    with cls(c, c.rate_url) as m:
+                    with self.mounted(cls, c.rate_url) as m:
                         tr.add(cls.key, first_line(["tar", "tzvf", m.path("archive.tar.gz")]))
                 self.attempt(tr, cls.key, tar)
 
                 def unzip(cls=cls):
-                    with cls(c, c.url) as m:
+                    with self.mounted(cls, c.url) as m:
                         sh(["unzip", "-l", m.path("bundle.zip")], timeout=600)
                         time.sleep(0.5)
                         uz.add(cls.key, m.fetched_bytes())
@@ -355,6 +364,9 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use build-release/fanhsm as it is")
     ap.add_argument("--only", help="comma-separated blocks: big,small,tree,archives,huge")
     ap.add_argument("--subjects", help="comma-separated: fanotify,fuse,rclone,httpdirfs (default: all available)")
+    ap.add_argument("--settle", action="store_true",
+                    help="let fanhsm's background crawl finish before each content-cold scenario "
+                         "(default: measure right after mount, the crawl competing)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -366,6 +378,7 @@ def main():
     if missing:
         sys.exit("bench/run.py: missing %s: run scripts/install-deps.sh" % " ".join(missing))
     ctx = Ctx()
+    ctx.settle = args.settle
     ctx.fanhsm = os.path.join(ROOT, "build-release", "fanhsm") if args.no_build else build()
     notes = []
     mounts = []
@@ -384,7 +397,11 @@ def main():
             "loadavg_start": open("/proc/loadavg").read().split()[0], "notes": notes,
             "fanhsm_commit": sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=False,
                                 timeout=10).stdout.decode().strip(),
-            "sizes": vars(p)}
+            "sizes": vars(p), "settle": args.settle}
+    notes.insert(0, "content-cold scenarios start %s" % (
+        "after fanhsm's background crawl of the namespace has finished (--settle)" if args.settle else
+        "right after mount: fanhsm's background crawl of the whole namespace (a HEAD request per file "
+        "for HTML listings) competes with them; peers do not crawl"))
     runner = None
     t_start = time.monotonic()
     try:

@@ -45,6 +45,14 @@ class Scenario:
             return a / b
         return b / a if self.better == "lower" else a / b
 
+    def ratio_span(self, subject):
+        """(worst, best) ratio over the subject's samples, against the limit's median."""
+        b, xs = self.median(self.limit) if self.limit else None, self.samples.get(subject)
+        if not b or not xs or self.ratio_kind != "speed" or not all(xs):
+            return None
+        rs = [b / x if self.better == "lower" else x / b for x in xs]
+        return min(rs), max(rs)
+
     def beats(self, a, b):
         """Is subject a better than subject b here (None if either is missing)?"""
         x, y = self.median(a), self.median(b)
@@ -188,13 +196,16 @@ def plots(outdir, scenarios, subjects):
         w = 0.8 / max(1, len(subj))
         for i, s in enumerate(subj):
             ys = [x.ratio(s) or 0 for x in sc]
-            ax.bar([j + i * w for j in range(len(sc))], ys, w, label=subjects[s])
+            spans = [x.ratio_span(s) or (y, y) for x, y in zip(sc, ys)]
+            err = [[max(0, y - lo) for y, (lo, _) in zip(ys, spans)], [max(0, hi - y) for y, (_, hi) in zip(ys, spans)]]
+            ax.bar([j + i * w for j in range(len(sc))], ys, w, label=subjects[s], yerr=err, capsize=2,
+                   error_kw={"elinewidth": 0.8})
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks([j + w * (len(subj) - 1) / 2 for j in range(len(sc))])
         ax.set_xticklabels([x.key for x in sc], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("speed relative to the limit (native or curl; log, 1 = limit)")
-        ax.set_title("fanhsm vs peers: median speed relative to the limit of each scenario")
+        ax.set_title("median speed relative to each scenario's limit (bars: min..max of the runs)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(outdir, "latest-ratios.png"), dpi=90)

@@ -32,8 +32,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from servers import web_server  # noqa: E402
 from harness import data, report, subjects as subj  # noqa: E402
-from harness.env import (GIB, MIB, Cleanup, cpu_seconds, drop_caches, log, mount_ext4_image,  # noqa: E402
-                         mount_tmpfs, rss_kib, sh, timed, wait_until)
+from harness.env import (GIB, MIB, Cleanup, drop_caches, log, mount_ext4_image, mount_tmpfs, sh,  # noqa: E402
+                         timed, wait_until)
 from harness.report import Scenario  # noqa: E402
 
 
@@ -156,9 +156,9 @@ class Runner:
             yield m
 
     def daemon_cpu(self, m, fn):
-        c0 = cpu_seconds(m.pid)
+        c0 = m.cpu_seconds()
         r = fn()
-        return r, cpu_seconds(m.pid) - c0
+        return r, m.cpu_seconds() - c0
 
     # ---- 1 GiB file: cold and hydrated sequential, random 4 KiB ----
     def big_file(self):
@@ -285,7 +285,7 @@ class Runner:
                         crawl.setdefault(k, []).append(round(time.monotonic() - t0, 2))
                         drop_caches()
                         fl.add(k, find_stat(m.path("tree")))
-                        rss.add(k, rss_kib(m.pid) / 1024)
+                        rss.add(k, m.rss_kib() / 1024)
                 self.attempt([fc, fl, mt, rss], cls.key, body)
         mt.extra["seconds_until_whole_namespace_known"] = crawl
 
@@ -313,7 +313,7 @@ class Runner:
                     else:
                         find_stat(m.path("huge"))
                     ns.add(cls.key, time.monotonic() - t0)
-                    rss.add(cls.key, rss_kib(m.pid) / 1024)
+                    rss.add(cls.key, m.rss_kib() / 1024)
             self.attempt([mt, ns, rss], cls.key, body)
 
     # ---- tar tzvf at a limited rate; unzip -l ----

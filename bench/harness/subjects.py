@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import time
 
-from .env import alive, is_mounted, log, sh, stop_process, unmount, wait_until
+from .env import alive, cpu_seconds, is_mounted, log, rss_kib, sh, stop_process, unmount, wait_until
 
 MOUNT_TIMEOUT = 60
 
@@ -46,6 +46,16 @@ class Mount:
         self.stop()
         shutil.rmtree(self.cache, ignore_errors=True)
 
+    def pids(self):
+        return [self.pid]
+
+    def cpu_seconds(self):
+        """user+sys of the daemon and its helper processes (fanhsm's fetch worker)."""
+        return sum(cpu_seconds(p) for p in self.pids() if p and alive(p))
+
+    def rss_kib(self):
+        return sum(rss_kib(p) for p in self.pids() if p and alive(p))
+
     def namespace_done(self):
         """True once the daemon has the whole tree (fanhsm: its crawl); peers list on demand."""
         return True
@@ -57,7 +67,12 @@ class Fanhsm(Mount):
     def start(self):
         sh([self.ctx.fanhsm, "mount", "--cache", self.cache, "--frontend", self.frontend, self.url, self.mnt],
            timeout=MOUNT_TIMEOUT)
-        self.pid = self.status()["pid"]
+        st = self.status()
+        self.pid = st["pid"]
+        self.worker = st.get("worker", {}).get("pid")
+
+    def pids(self):
+        return [self.pid, self.worker]
 
     def status(self):
         return json.loads(sh([self.ctx.fanhsm, "status", "--json", self.mnt], timeout=30).stdout)

@@ -303,7 +303,13 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     nowFull = fs->present.full();
   }
   fs->cv.notify_all();
-  if (nowFull) syncCv_.notify_one();
+  if (nowFull) {
+    {
+      std::lock_guard wake(syncMu_);
+      syncWanted_ = true;
+    }
+    syncCv_.notify_one();
+  }
 }
 
 void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uint64_t fromChunk) {
@@ -403,15 +409,21 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
         if (!mine->status) return mine->status;
       }
     }
-    if (!fs->present.full() || fs->fullDurable) return fs->fullDurable;
+    // A file that just became complete is recorded by the sync thread (fsync, then the
+    // index), not on this reader's path: an fsync per completed file would dominate a walk
+    // of small files. Until it is recorded this returns false, so the frontend keeps
+    // watching the file; a later request sees it durable (and sets the ignore mark).
+    if (fs->present.full() && !fs->fullDurable) {
+      lock.unlock();
+      {
+        std::lock_guard wake(syncMu_);
+        syncWanted_ = true;
+      }
+      syncCv_.notify_one();
+      return false;
+    }
+    return fs->fullDurable;
   }
-  Status s = syncFile(fs);
-  if (!s) {
-    log::warn("recording complete file '{}': {}", path, s.message());
-    return false;  // the bytes are present; it is just not recorded as full yet
-  }
-  std::lock_guard lock(fs->mu);
-  return fs->fullDurable;
 }
 
 Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
@@ -459,7 +471,9 @@ Status Hydrator::flush() {
     std::lock_guard lock(mu_);
     for (auto& [path, fs] : files_) {
       std::lock_guard fl(fs->mu);
-      if (fs->dirty) dirty.push_back(fs);
+      // Also files whose last chunks another thread is recording right now: syncFile()
+      // waits for that (syncMu), so flush() returns only once all is recorded.
+      if (fs->dirty || (fs->present.full() && !fs->fullDurable)) dirty.push_back(fs);
     }
   }
   Status first;
@@ -475,8 +489,9 @@ void Hydrator::syncLoop() {
   while (true) {
     {
       std::unique_lock lock(syncMu_);
-      syncCv_.wait_for(lock, config_.syncInterval, [this] { return stopping_; });
+      syncCv_.wait_for(lock, config_.syncInterval, [this] { return stopping_ || syncWanted_; });
       if (stopping_) return;
+      syncWanted_ = false;
     }
     Status s = flush();
     if (!s) log::warn("recording cache state: {}", s.message());
@@ -540,32 +555,46 @@ Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseReque
   std::vector<Leased> leased;
   std::vector<std::string> claimed;  // in releasing_
   std::vector<std::shared_ptr<FileState>> unloaded;  // destroyed outside mu_
-  // 1. Claim the paths: unload idle files, refuse busy ones, block loads.
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& r : files) {
-      if (releasing_.contains(r.path) || loading_.contains(r.path)) {
-        result.busy++;
-        continue;
-      }
-      auto it = files_.find(r.path);
-      if (it != files_.end()) {
-        auto& fs = it->second;
-        bool idle = fs.use_count() == 1;
-        if (idle) {
-          std::lock_guard fl(fs->mu);
-          idle = !fs->dirty && fs->flights.empty();
-        }
-        if (!idle) {
+  // 1. Claim the paths: unload idle files, refuse busy ones, block loads. A file with no
+  // fetch running and nothing unrecorded whose shared state is still referenced (the sync
+  // thread recording it, a request on its fast path: both short) is tried again a few
+  // times, at most 50 ms, instead of being called busy.
+  std::vector<const ReleaseRequest*> pending;
+  for (const auto& r : files) pending.push_back(&r);
+  for (int attempt = 0; !pending.empty(); ++attempt) {
+    std::vector<const ReleaseRequest*> transient;
+    {
+      std::lock_guard lock(mu_);
+      for (const ReleaseRequest* r : pending) {
+        if (releasing_.contains(r->path) || loading_.contains(r->path)) {
           result.busy++;
           continue;
         }
-        unloaded.push_back(std::move(fs));
-        files_.erase(it);
+        auto it = files_.find(r->path);
+        if (it != files_.end()) {
+          auto& fs = it->second;
+          bool quiet;  // no fetch running, nothing unrecorded
+          {
+            std::lock_guard fl(fs->mu);
+            quiet = !fs->dirty && fs->flights.empty();
+          }
+          if (!quiet || fs.use_count() != 1) {
+            if (quiet && attempt < 25) {
+              transient.push_back(r);
+            } else {
+              result.busy++;
+            }
+            continue;
+          }
+          unloaded.push_back(std::move(fs));
+          files_.erase(it);
+        }
+        releasing_.insert(r->path);
+        claimed.push_back(r->path);
       }
-      releasing_.insert(r.path);
-      claimed.push_back(r.path);
     }
+    pending = std::move(transient);
+    if (!pending.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   unloaded.clear();  // closes the read-write descriptors this class held
   struct Unclaim {

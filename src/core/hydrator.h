@@ -13,8 +13,9 @@
 //   cache is coherent); durability is recorded later: a sync thread fdatasync()s files with
 //   new chunks and only then records those chunks in MetaDb. After a crash, unrecorded
 //   chunks are simply fetched again; recorded chunks are never holes.
-// - A file that becomes complete is fsync()ed and recorded as full before ensure() reports
-//   it full, so a frontend may stop watching it (fanotify ignore mark) at once.
+// - A file that becomes complete is fsync()ed and recorded as full by the sync thread (woken
+//   at once) before ensure() reports it full, so a frontend may stop watching it (fanotify
+//   ignore mark) from then on; the reader that completed it does not wait for the fsync.
 // - Sequential access (a request starting where the previous one ended) schedules
 //   readahead of the next `readahead` bytes on a small pool, in flights of maxFetch.
 // - Remote errors fail the requests waiting on that flight; the chunks go back to missing
@@ -171,6 +172,7 @@ class Hydrator {
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
   std::condition_variable syncCv_;
   bool stopping_ = false;
+  bool syncWanted_ = false;  // a file became complete: record it now, not at the interval
   std::thread syncThread_;
   ThreadPool readaheadPool_;
 };

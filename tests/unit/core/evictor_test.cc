@@ -44,7 +44,9 @@ class EvictorTest : public ::testing::Test {
   // Fetches files in index order; each one's recorded use is later than the previous one's.
   void fetchAll() {
     for (int i = 0; i < kFiles; ++i) {
-      auto r = hydrator_->ensure(name(i), 0, UINT64_MAX);
+      ASSERT_TRUE(hydrator_->ensure(name(i), 0, UINT64_MAX).isOk()) << name(i);
+      ASSERT_TRUE(hydrator_->flush().isOk());  // recorded now (the sync thread's job)
+      auto r = hydrator_->ensure(name(i), 0, 1);
       ASSERT_TRUE(r.isOk() && *r) << name(i);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

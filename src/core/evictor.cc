@@ -94,6 +94,9 @@ Result<EvictorStats> Evictor::freeSpace() {
   }
   log::warn("eviction: the cache filesystem is full; releasing content down to {} bytes", target);
   cache_.dropReserve();  // room for the index to record the releases
+  // Complete files the sync thread has not recorded yet are no candidates: record them
+  // first (the reserve makes room for that too).
+  if (Status f = hydrator_.flush(); !f) log::warn("eviction: recording before a release: {}", f.message());
   auto r = runPass(true, target);
   if (Status s = cache_.takeReserve(); !s) log::warn("eviction: {}", s.message());
   return r;

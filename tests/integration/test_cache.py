@@ -297,6 +297,7 @@ def test_metrics_are_scraped_over_http(mounter, src):
     rels = files_in(src)
     for rel in rels[:3]:
         assert same_as_source(m, rel)
+        m.wait_durable(os.path.join(m.mountpoint, rel))  # recorded: the index agrees
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.status == 200
         text = r.read().decode()

@@ -111,8 +111,11 @@ void NamespacePopulator::refillLocked(std::unique_lock<std::mutex>& lock) {
     }
     return;
   }
-  scanCursor_ = batch->back();
+  // Crawlers may have queued directories while the index was read: stay within the bound
+  // and leave the rest to the next refill (the cursor stops at the last one taken).
   for (auto& d : *batch) {
+    if (queue_.size() >= queueLimit_) break;
+    scanCursor_ = d;
     if (active_.count(d) == 0 && failed_.count(d) == 0) queue_.push_back(std::move(d));
   }
   queuedPeak_ = std::max<uint64_t>(queuedPeak_, queue_.size());

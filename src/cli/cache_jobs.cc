@@ -184,7 +184,10 @@ class Job {
     };
     for (const auto& f : files) {
       if (cancelled()) return cancelledAnswer();
-      if (f.bytesPresent == 0) continue;
+      // The Hydrator knows content the index has not recorded yet (a file completed a
+      // moment ago): ask it, not the row.
+      auto info = ctx_.hydrator.info(f.path);
+      if ((info ? info->bytesPresent : f.bytesPresent) == 0) continue;
       if (f.pinned) {
         pinned++;
         continue;

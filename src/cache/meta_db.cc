@@ -518,14 +518,14 @@ Result<std::vector<FileRef>> MetaDb::filesUnder(const std::string& path) {
   std::lock_guard lock(mu_);
   auto [lo, hi] = subtreeRange(path);
   Stmt s(db_, stmts_,
-         "SELECT path, size, bytes_present, pinned FROM entries WHERE type = 0 AND "
+         "SELECT path, size, bytes_present, pinned, version FROM entries WHERE type = 0 AND "
          "(path = ?1 OR (path >= ?2 AND path < ?3)) ORDER BY path");
   HSM_RETURN_IF_ERROR(s.prepared());
   s.bind(1, path).bind(2, lo).bind(3, hi);
   std::vector<FileRef> out;
   HSM_RETURN_IF_ERROR(s.eachRow([&] {
     out.push_back({s.text(0), static_cast<uint64_t>(s.i64(1)), static_cast<uint64_t>(s.i64(2)),
-                   s.i64(3) != 0});
+                   s.i64(3) != 0, s.text(4)});
   }));
   return out;
 }

@@ -81,6 +81,7 @@ struct FileRef {
   uint64_t size = 0;
   uint64_t bytesPresent = 0;
   bool pinned = false;
+  std::string version;  // the remote version the content belongs to
 };
 
 struct CacheStats {

@@ -192,10 +192,7 @@ class Job {
         pinned++;
         continue;
       }
-      auto row = ctx_.cache.db().get(f.path);
-      if (!row) return row.status();
-      if (!row->has_value()) continue;
-      batch.push_back({f.path, (*row)->version});
+      batch.push_back({f.path, f.version});  // release() checks it against the row again
       if (batch.size() == kReleaseBatch) HSM_RETURN_IF_ERROR(flush());
     }
     HSM_RETURN_IF_ERROR(flush());

@@ -184,6 +184,7 @@ TEST_F(MetaDbTest, PinSurvivesNewRemoteVersionAndSubtreeQueries) {
   ASSERT_TRUE(files.isOk());
   ASSERT_EQ(files->size(), 1u);
   EXPECT_EQ((*files)[0].path, "d/x");
+  EXPECT_EQ((*files)[0].version, "v");
   auto all = db_->filesUnder("");
   ASSERT_TRUE(all.isOk());
   EXPECT_EQ(all->size(), 2u);

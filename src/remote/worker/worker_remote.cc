@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -152,6 +153,31 @@ std::string endFrame(const Status& s, bool ranges) {
 // A died worker shows as EPIPE/ECONNRESET on the data channel.
 bool workerDied(const Status& s) { return s.code() == EPIPE || s.code() == ECONNRESET; }
 
+// The errnos a Remote may fail with, the only ones the daemon takes from the worker: the
+// contract's (remote.h) ESTALE, ENOENT, EACCES, EIO and ENOTDIR; what localdir passes on
+// from open/openat2/readdir/pread (EPERM, ELOOP, ENAMETOOLONG, EMFILE, ENFILE, ENOMEM, and
+// EAGAIN: openat2 with RESOLVE_BENEATH during a rename in the source);
+// http's EFBIG (a listing too large) and EINVAL (a bad URL, at start); the worker's own
+// EPROTO. No backend returns network errnos (curl failures are EIO), so neither may the
+// worker. Everything else is EPROTO: the daemon acts on some errnos (ENOSPC and EDQUOT
+// start an eviction pass, EPIPE/ECONNRESET restart the worker, ECANCELED means stopping),
+// and those are not the worker's to choose.
+constexpr int kRemoteErrnos[] = {ESTALE, ENOENT, EACCES, EIO,   ENOTDIR, EPERM,  ELOOP, ENAMETOOLONG,
+                                 EMFILE, ENFILE, ENOMEM, EAGAIN, EFBIG,  EINVAL, EPROTO};
+
+// The failure the worker reported as `err` (its JSON "errno") and `message`.
+Status workerError(const nlohmann::json& err, const std::string& message) {
+  // get<int64_t>() keeps every integer JSON holds apart (get<int>() would truncate 2^32+28
+  // to ENOSPC); 28.0, "28" and the like are no errnos.
+  const int64_t e = err.is_number_integer() ? err.get<int64_t>() : -1;
+  if (e > 0 && e <= INT32_MAX && remoteMayReturn(static_cast<int>(e))) {
+    return Status::error(static_cast<int>(e), message);
+  }
+  return Status::error(
+      EPROTO, fmt::format("fetch worker: errno {} is not one a remote may return: {}",
+                          err.is_number_integer() ? err.dump() : "(not an integer)", message));
+}
+
 }  // namespace
 
 // --- decoding what the worker sends ----------------------------------------------------
@@ -184,12 +210,28 @@ Status decodeEnd(const std::string& payload, bool* ranges) {
   if (j.is_discarded() || !j.is_object()) return Status::error(EPROTO, "fetch worker: malformed end");
   try {
     *ranges = j.at("ranges").get<bool>();
-    const int err = j.at("errno").get<int>();
-    if (err == 0) return Status::ok();
-    return Status::error(err > 0 && err < 4096 ? err : EIO, j.at("error").get<std::string>());
+    const auto& err = j.at("errno");
+    std::string message = j.at("error").get<std::string>();
+    if (err.is_number_integer() && err.get<int64_t>() == 0 && message.empty()) return Status::ok();
+    return workerError(err, message);
   } catch (const nlohmann::json::exception& e) {
     return Status::error(EPROTO, fmt::format("fetch worker: malformed end: {}", e.what()));
   }
+}
+
+bool remoteMayReturn(int err) {
+  return std::find(std::begin(kRemoteErrnos), std::end(kRemoteErrnos), err) !=
+         std::end(kRemoteErrnos);
+}
+
+Status checkDataFrame(uint64_t next, uint64_t end, size_t size) {
+  if (next > end || size > end - next) {
+    return Status::error(EPROTO,
+                         fmt::format("fetch worker: {} bytes at {} reach past the end of the "
+                                     "read at {}",
+                                     size, next, end));
+  }
+  return Status::ok();
 }
 
 // --- daemon side -----------------------------------------------------------------------
@@ -246,13 +288,15 @@ Status WorkerRemote::spawnLocked() {
       auto j = nlohmann::json::parse(hello, nullptr, false);
       if (j.is_discarded() || !j.is_object()) {
         s = Status::error(EPROTO, "fetch worker: malformed hello");
-      } else if (!j.value("ok", false)) {
-        s = Status::error(j.value("errno", EIO), j.value("error", std::string("fetch worker failed")));
       } else {
         try {
-          describe_ = j.at("describe").get<std::string>();
-          root_ = fromJson(j.at("root"));
-          ranges_ = j.at("ranges").get<bool>();
+          if (!j.at("ok").get<bool>()) {
+            s = workerError(j.at("errno"), j.at("error").get<std::string>());
+          } else {
+            describe_ = j.at("describe").get<std::string>();
+            root_ = fromJson(j.at("root"));
+            ranges_ = j.at("ranges").get<bool>();
+          }
         } catch (const nlohmann::json::exception& e) {
           s = Status::error(EPROTO, fmt::format("fetch worker: malformed hello: {}", e.what()));
         }
@@ -354,7 +398,7 @@ Result<Listing> WorkerRemote::list(const std::string& dir, const std::string& va
 Status WorkerRemote::read(const std::string& path, const ObjectVersion& version, uint64_t offset,
                           uint64_t length, ByteSink& sink) {
   uint64_t next = offset;
-  const uint64_t end = length == UINT64_MAX ? UINT64_MAX : offset + length;
+  const uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
   Status last;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     if (attempt > 0) retried_++;
@@ -367,8 +411,10 @@ Status WorkerRemote::read(const std::string& path, const ObjectVersion& version,
       std::string payload;
       while ((s = readFrame(ch->first.get(), &type, &payload))) {
         if (type == 'D') {
-          // The sink refusing (e.g. a full cache) ends the call: closing our end makes the
-          // worker's next write fail, which stops its read.
+          // Nothing past the range reaches the sink, so neither can an 'E' with errno 0
+          // after more than was asked for. The sink refusing (e.g. a full cache) ends the
+          // call too: closing our end makes the worker's next write fail, which stops its read.
+          HSM_RETURN_IF_ERROR(checkDataFrame(next, end, payload.size()));
           HSM_RETURN_IF_ERROR(sink.write(next, payload.data(), payload.size()));
           next += payload.size();
         } else if (type == 'E') {

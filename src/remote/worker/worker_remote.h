@@ -19,11 +19,19 @@
 //   a read resumes after the bytes it already delivered to its sink. Readers see a delay,
 //   never an error or a mix, unless the worker dies again and again (more than
 //   kMaxAttempts times for one call, or kMaxRestartsPerMinute): then EIO.
+// - The worker is the less trusted side: it parses network input and runs unprivileged.
+//   The daemon believes no more of it than the Remote contract allows a backend to say.
+//   A read's 'D' frames must stay inside [offset, offset+length) (checkDataFrame): the
+//   first frame that would reach past it, or overflow, fails the call with EPROTO and
+//   none of its bytes reach the sink (the bytes before it are valid, as for any read that
+//   fails later). An error's errno must be one a remote may return (remoteMayReturn: a
+//   fake ENOSPC would start an eviction pass); any other is EPROTO, with the worker's
+//   message as context. Malformed messages are EPROTO too.
 //
-// Contract: the Remote contract (remote.h). start() spawns the worker and waits for its
-// hello (bounded); the destructor closes the channel and reaps the worker (SIGKILL after
-// a bounded wait). Thread-safe; locks: mu_ (rank 92: held only to send a request or to
-// restart the worker, never while reading an answer).
+// Contract: the Remote contract (remote.h), whatever the worker sends. start() spawns the
+// worker and waits for its hello (bounded); the destructor closes the channel and reaps the
+// worker (SIGKILL after a bounded wait). Thread-safe; locks: mu_ (rank 92: held only to
+// send a request or to restart the worker, never while reading an answer).
 #pragma once
 
 #include <sys/types.h>
@@ -94,8 +102,14 @@ class WorkerRemote final : public Remote {
 // malformed message is EPROTO, never a crash; names are checked again (validateName).
 // Exposed for the unit tests and the fuzz target.
 Result<Listing> decodeListing(const std::string& payload);
-// The end of a call: its status, and whether the remote still supports ranges.
+// The end of a call: its status, and whether the remote still supports ranges. An errno
+// for which remoteMayReturn() is false (or 0 with an error message) is EPROTO.
 Status decodeEnd(const std::string& payload, bool* ranges);
+// Whether a Remote may fail with `err` (remote.h and the backends in src/remote/).
+bool remoteMayReturn(int err);
+// A 'D' frame of `size` bytes at offset `next` of a read that ends at `end` (UINT64_MAX:
+// to the end of the file): EPROTO if it would reach past `end` or overflow.
+Status checkDataFrame(uint64_t next, uint64_t end, size_t size);
 
 // Worker side: serves requests on `controlFd` until it closes. `open` builds the real
 // Remote from the configuration; `dropPrivileges` runs after it and before any request

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
 
 #include "util/log.h"
 #include "util/rel_path.h"
@@ -40,7 +41,47 @@ struct timespec toTimespec(int64_t ns) {
   return ts;
 }
 
+// The names in the directory open at `dfd` ("." and ".." left out).
+Result<std::vector<std::string>> namesIn(int dfd) {
+  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return Status::fromErrno(errno, "dup");
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    ::close(dup);
+    return Status::fromErrno(errno, "fdopendir");
+  }
+  std::vector<std::string> names;
+  while (struct dirent* de = ::readdir(d)) {
+    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) names.push_back(de->d_name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+// Empties the directory open at `dfd` (no symlink is followed), depth-bounded.
+Status removeContents(int dfd, int depth) {
+  if (depth > 2048) return Status::error(ELOOP, "tree too deep to remove");
+  auto names = namesIn(dfd);
+  if (!names) return names.status();
+  for (const auto& n : *names) {
+    if (::unlinkat(dfd, n.c_str(), 0) == 0 || errno == ENOENT) continue;
+    if (errno != EISDIR) return Status::fromErrno(errno, "unlink " + n);
+    UniqueFd sub(::openat(dfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!sub) return Status::fromErrno(errno, "open " + n);
+    HSM_RETURN_IF_ERROR(removeContents(sub.get(), depth + 1));
+    if (::unlinkat(dfd, n.c_str(), AT_REMOVEDIR) != 0) return Status::fromErrno(errno, "rmdir " + n);
+  }
+  return Status::ok();
+}
+
 }  // namespace
+
+bool inodeComplete(int fd) {
+  char v[16];
+  const ssize_t n = ::fgetxattr(fd, kStateXattr, v, sizeof v);
+  const char* full = stateName(State::kFull);
+  return n == static_cast<ssize_t>(std::strlen(full)) && std::memcmp(v, full, static_cast<size_t>(n)) == 0;
+}
 
 Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir, int lockWaitMs) {
   std::unique_ptr<CacheStore> cs(new CacheStore());
@@ -53,6 +94,7 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   if (::chmod(cacheDir.c_str(), 0700) != 0) return Status::fromErrno(errno, cacheDir);
   HSM_RETURN_IF_ERROR(makeDir(cs->metaPath(), 0700));
   HSM_RETURN_IF_ERROR(makeDir(cs->treePath(), 0755));
+  HSM_RETURN_IF_ERROR(makeDir(cacheDir + "/staging", 0700));
 
   std::string lockPath = cs->metaPath() + "/lock";
   int lfd = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -76,6 +118,11 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   int tfd = ::open(cs->treePath().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (tfd < 0) return Status::fromErrno(errno, cs->treePath());
   cs->treeFd_.reset(tfd);
+  int sfd = ::open((cacheDir + "/staging").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (sfd < 0) return Status::fromErrno(errno, cacheDir + "/staging");
+  cs->stagingFd_.reset(sfd);
+  // Inodes staged before a crash never reached the tree: nothing refers to them.
+  HSM_RETURN_IF_ERROR(cs->clearStaging());
   auto db = MetaDb::open(cs->metaPath() + "/index.db");
   if (!db) return db.status();
   cs->db_ = std::move(*db);
@@ -117,128 +164,259 @@ Result<UniqueFd> CacheStore::openBeneath(const std::string& path, int flags) con
   return UniqueFd(fd);
 }
 
-Status CacheStore::materialize(const std::string& dir, const Entry& e,
-                               bool discardContent) const {
-  HSM_RETURN_IF_ERROR(validateName(e.name, false));
-  auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
-  if (!dfd) return dfd.status();
-  const std::string path = joinPath(dir, e.name);
-  struct stat st {};
-  bool exists = ::fstatat(dfd->get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
-  auto wrongType = [&](mode_t fmtBits) { return exists && (st.st_mode & S_IFMT) != fmtBits; };
-  switch (e.type) {
-    case EntryType::kDir: {
-      if (wrongType(S_IFDIR)) {
-        return Status::error(EEXIST, fmt::format("cache '{}' exists with another type", path));
-      }
-      if (!exists && ::mkdirat(dfd->get(), e.name.c_str(), 0755) != 0 && errno != EEXIST) {
-        return Status::fromErrno(errno, fmt::format("cache mkdir '{}'", path));
-      }
-      return setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs);
-    }
-    case EntryType::kSymlink: {
-      if (exists) {
-        if (!S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode)) {
-          return Status::error(EEXIST, fmt::format("cache '{}' exists with another type", path));
-        }
-        if (::unlinkat(dfd->get(), e.name.c_str(), 0) != 0) {
-          return Status::fromErrno(errno, fmt::format("cache unlink '{}'", path));
-        }
-      }
-      if (::symlinkat(e.linkTarget.c_str(), dfd->get(), e.name.c_str()) != 0) {
-        return Status::fromErrno(errno, fmt::format("cache symlink '{}'", path));
-      }
-      struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
-      if (::utimensat(dfd->get(), e.name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
-        return Status::fromErrno(errno, fmt::format("cache utimens '{}'", path));
-      }
-      return Status::ok();
-    }
-    case EntryType::kFile: {
-      if (wrongType(S_IFREG)) {
-        return Status::error(EEXIST, fmt::format("cache '{}' exists with another type", path));
-      }
-      if (exists && discardContent) {
-        // A new inode, not a truncation: a fetch of the old version still running writes
-        // into the old inode, never into the new file; readers holding the old file open
-        // get EIO from then on (its path no longer resolves).
-        if (::unlinkat(dfd->get(), e.name.c_str(), 0) != 0) {
-          return Status::fromErrno(errno, fmt::format("cache unlink '{}'", path));
-        }
-        exists = false;
-      }
-      int fd = ::openat(dfd->get(), e.name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-                        0600);
-      if (fd < 0) return Status::fromErrno(errno, fmt::format("cache create '{}'", path));
-      UniqueFd f(fd);
-      bool resize = !exists || static_cast<uint64_t>(st.st_size) != e.size || discardContent;
-      if (resize) {
-        // Drop any old content first: a sparse file of the new size holds no stale bytes.
-        if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(e.size)) != 0) {
-          return Status::fromErrno(errno, fmt::format("cache truncate '{}'", path));
-        }
-        // The state attribute, readable through the view (getfattr); the Hydrator keeps it
-        // current. Filesystems without user xattrs simply have none.
-        const char* state = stateName(e.size == 0 ? State::kFull : State::kEmpty);
-        if (::fsetxattr(fd, kStateXattr, state, std::strlen(state), 0) != 0 && errno != ENOTSUP) {
-          return Status::fromErrno(errno, fmt::format("cache setxattr '{}'", path));
-        }
-      }
-      if (::fchmod(fd, e.mode ? e.mode : 0644) != 0) {
-        return Status::fromErrno(errno, fmt::format("cache chmod '{}'", path));
-      }
-      struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
-      if (::futimens(fd, ts) != 0) {
-        return Status::fromErrno(errno, fmt::format("cache utimens '{}'", path));
-      }
-      return Status::ok();
-    }
-  }
-  return Status::error(EINVAL, "unknown entry type");
-}
-
-Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const {
-  auto fd = openBeneath(path, O_RDONLY | O_DIRECTORY);
-  if (!fd) return fd.status();
-  if (::fchmod(fd->get(), mode) != 0) {
-    return Status::fromErrno(errno, fmt::format("cache chmod '{}'", displayPath(path)));
-  }
-  struct timespec ts[2] = {toTimespec(mtimeNs), toTimespec(mtimeNs)};
-  if (::futimens(fd->get(), ts) != 0) {
-    return Status::fromErrno(errno, fmt::format("cache utimens '{}'", displayPath(path)));
-  }
-  return Status::ok();
-}
-
 namespace {
 
-// Empties the directory open at `dfd` (no symlink is followed), depth-bounded.
-Status removeContents(int dfd, int depth) {
-  if (depth > 2048) return Status::error(ELOOP, "tree too deep to remove");
-  int dup = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return Status::fromErrno(errno, "dup");
-  DIR* d = ::fdopendir(dup);
-  if (!d) {
-    ::close(dup);
-    return Status::fromErrno(errno, "fdopendir");
+mode_t typeBits(EntryType t) {
+  switch (t) {
+    case EntryType::kDir:
+      return S_IFDIR;
+    case EntryType::kSymlink:
+      return S_IFLNK;
+    case EntryType::kFile:
+      break;
   }
-  std::vector<std::string> names;
-  while (struct dirent* de = ::readdir(d)) {
-    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) names.push_back(de->d_name);
+  return S_IFREG;
+}
+
+bool sameTime(const struct timespec& a, int64_t ns) {
+  const struct timespec b = toTimespec(ns);
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+// Gives the open file or directory `fd` the mode and mtime (and atime) of the remote, where
+// they differ: setting them moves its ctime, which archivers compare.
+Status setAttrsIfChanged(int fd, const struct stat& st, uint32_t mode, int64_t mtimeNs,
+                         const std::string& path) {
+  if ((st.st_mode & 07777) != (mode & 07777) && ::fchmod(fd, mode & 07777) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache chmod '{}'", displayPath(path)));
   }
-  ::closedir(d);
-  for (const auto& n : names) {
-    if (::unlinkat(dfd, n.c_str(), 0) == 0 || errno == ENOENT) continue;
-    if (errno != EISDIR) return Status::fromErrno(errno, "unlink " + n);
-    UniqueFd sub(::openat(dfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!sub) return Status::fromErrno(errno, "open " + n);
-    HSM_RETURN_IF_ERROR(removeContents(sub.get(), depth + 1));
-    if (::unlinkat(dfd, n.c_str(), AT_REMOVEDIR) != 0) return Status::fromErrno(errno, "rmdir " + n);
+  if (!sameTime(st.st_mtim, mtimeNs)) {
+    struct timespec ts[2] = {toTimespec(mtimeNs), toTimespec(mtimeNs)};
+    if (::futimens(fd, ts) != 0) {
+      return Status::fromErrno(errno, fmt::format("cache utimens '{}'", displayPath(path)));
+    }
   }
   return Status::ok();
 }
 
 }  // namespace
+
+Status CacheStore::clearStaging() const {
+  return removeContents(stagingFd_.get(), 0).withContext("cache staging");
+}
+
+Result<uint64_t> CacheStore::makeFile(const Entry& e, int dirFd, const std::string& path,
+                                      std::string* stagedName) const {
+  UniqueFd f;
+  const bool linkIn = stagedName == nullptr;
+  if (linkIn) {
+    f.reset(::openat(dirFd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  } else {
+    *stagedName = fmt::format("{}.{}", ::getpid(), staged_.fetch_add(1));
+    f.reset(::openat(stagingFd_.get(), stagedName->c_str(),
+                     O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+  }
+  const std::string what = displayPath(path);
+  if (!f) return Status::fromErrno(errno, fmt::format("cache create '{}'", what));
+  if (::ftruncate(f.get(), static_cast<off_t>(e.size)) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache truncate '{}'", what));
+  }
+  // The state attribute, readable through the view (getfattr); the Hydrator keeps it
+  // current. Filesystems without user xattrs simply have none.
+  const char* state = stateName(e.size == 0 ? State::kFull : State::kEmpty);
+  if (::fsetxattr(f.get(), kStateXattr, state, std::strlen(state), 0) != 0 && errno != ENOTSUP) {
+    return Status::fromErrno(errno, fmt::format("cache setxattr '{}'", what));
+  }
+  if (::fchmod(f.get(), e.mode ? e.mode & 07777 : 0644) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache chmod '{}'", what));
+  }
+  struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
+  if (::futimens(f.get(), ts) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache utimens '{}'", what));
+  }
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0) return Status::fromErrno(errno, "fstat new cache file");
+  if (linkIn && ::linkat(f.get(), "", dirFd, e.name.c_str(), AT_EMPTY_PATH) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache link '{}'", what));
+  }
+  return static_cast<uint64_t>(st.st_ino);
+}
+
+Status CacheStore::renameStaged(const std::string& stagedName, int dirFd, const std::string& name,
+                                const std::string& path) const {
+  if (::renameat(stagingFd_.get(), stagedName.c_str(), dirFd, name.c_str()) != 0) {
+    const int err = errno;
+    ::unlinkat(stagingFd_.get(), stagedName.c_str(), 0);
+    return Status::fromErrno(err, fmt::format("cache rename into '{}'", displayPath(path)));
+  }
+  return Status::ok();
+}
+
+Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& dir,
+                                                            const std::vector<Entry>& entries,
+                                                            const std::string& validator,
+                                                            int64_t listedAt, bool relist) {
+  auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
+  if (!dfd) return dfd.status();
+  ListingChanges out;
+  std::vector<EntryInode> inos(entries.size());
+  struct Staged {
+    std::string stagedName, name, path;
+  };
+  std::vector<Staged> staged;
+  struct Unstage {  // staged inodes not renamed in place go
+    const CacheStore& cs;
+    std::vector<Staged>& staged;
+    ~Unstage() {
+      for (const auto& s : staged) ::unlinkat(cs.stagingFd_.get(), s.stagedName.c_str(), 0);
+    }
+  } unstage{*this, staged};
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    HSM_RETURN_IF_ERROR(validateName(e.name, false));
+    const std::string path = joinPath(dir, e.name);
+    struct stat st {};
+    bool exists = ::fstatat(dfd->get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!exists && errno != ENOENT) {
+      return Status::fromErrno(errno, fmt::format("cache stat '{}'", displayPath(path)));
+    }
+    if (exists && (st.st_mode & S_IFMT) != typeBits(e.type)) {
+      // The name changed type at the remote (a file became a directory...): replace it.
+      HSM_RETURN_IF_ERROR(removeEntry(dir, e.name));
+      HSM_RETURN_IF_ERROR(db_->removeSubtree(path));
+      out.changed.push_back(path);
+      exists = false;
+    }
+    switch (e.type) {
+      case EntryType::kDir: {
+        if (!exists && ::mkdirat(dfd->get(), e.name.c_str(), 0755) != 0 && errno != EEXIST) {
+          return Status::fromErrno(errno, fmt::format("cache mkdir '{}'", displayPath(path)));
+        }
+        HSM_RETURN_IF_ERROR(setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs));
+        out.subdirs.push_back(path);
+        break;
+      }
+      case EntryType::kSymlink: {
+        if (exists) {
+          std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+          ssize_t n = ::readlinkat(dfd->get(), e.name.c_str(), target.data(), target.size());
+          if (n >= 0 && static_cast<size_t>(n) == e.linkTarget.size() &&
+              target.compare(0, static_cast<size_t>(n), e.linkTarget) == 0) {
+            if (sameTime(st.st_mtim, e.mtimeNs)) break;
+          } else {
+            // Another target: a new link under a staging name, renamed over the old one.
+            const std::string tmp = fmt::format("{}.{}", ::getpid(), staged_.fetch_add(1));
+            if (::symlinkat(e.linkTarget.c_str(), stagingFd_.get(), tmp.c_str()) != 0) {
+              return Status::fromErrno(errno, fmt::format("cache symlink '{}'", displayPath(path)));
+            }
+            HSM_RETURN_IF_ERROR(renameStaged(tmp, dfd->get(), e.name, path));
+            out.changed.push_back(path);
+          }
+        } else if (::symlinkat(e.linkTarget.c_str(), dfd->get(), e.name.c_str()) != 0) {
+          return Status::fromErrno(errno, fmt::format("cache symlink '{}'", displayPath(path)));
+        }
+        struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
+        if (::utimensat(dfd->get(), e.name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+          return Status::fromErrno(errno, fmt::format("cache utimens '{}'", displayPath(path)));
+        }
+        break;
+      }
+      case EntryType::kFile: {
+        if (!exists) {
+          auto ino = makeFile(e, dfd->get(), path, nullptr);
+          if (!ino) return ino.status();
+          inos[i] = {*ino, true};
+          break;
+        }
+        auto row = db_->get(path);
+        if (!row) return row.status();
+        const EntryRow* r = row->has_value() ? &**row : nullptr;
+        const bool keep = r && r->type == EntryType::kFile && r->version == e.version &&
+                          r->size == e.size && static_cast<uint64_t>(st.st_size) == e.size &&
+                          (r->ino == 0 || r->ino == static_cast<uint64_t>(st.st_ino));
+        if (keep) {
+          inos[i] = {static_cast<uint64_t>(st.st_ino), false};
+          auto fd = openBeneath(path, O_RDONLY | O_NOFOLLOW);
+          if (!fd) return fd.status();
+          HSM_RETURN_IF_ERROR(setAttrsIfChanged(fd->get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path));
+          break;
+        }
+        Staged s{"", e.name, path};
+        auto ino = makeFile(e, -1, path, &s.stagedName);
+        if (!ino) return ino.status();
+        inos[i] = {*ino, true};
+        staged.push_back(std::move(s));
+        if (r) out.changed.push_back(path);
+        break;
+      }
+    }
+  }
+  // The rows name the new inodes before any of them takes a name: durably, so that a
+  // crash can never leave an old row (with the old content's map) over a new inode.
+  HSM_RETURN_IF_ERROR(db_->applyListing(dir, entries, nullptr, validator, listedAt, &inos,
+                                        !staged.empty()));
+  Status firstError;
+  for (const auto& s : staged) {
+    Status r = renameStaged(s.stagedName, dfd->get(), s.name, s.path);
+    if (!r && firstError) firstError = r;
+  }
+  staged.clear();
+  HSM_RETURN_IF_ERROR(firstError);
+  if (relist) {
+    std::set<std::string> listed;
+    for (const auto& e : entries) listed.insert(e.name);
+    auto have = names(dir);
+    if (!have) return have.status();
+    for (const auto& n : *have) {
+      if (listed.count(n) != 0) continue;
+      const std::string path = joinPath(dir, n);
+      HSM_RETURN_IF_ERROR(removeEntry(dir, n));
+      HSM_RETURN_IF_ERROR(db_->removeSubtree(path));
+      out.removed.push_back(path);
+    }
+  }
+  auto self = db_->get(dir);
+  if (self && self->has_value()) {
+    const auto& r = **self;
+    HSM_RETURN_IF_ERROR(setAttrs(dir, r.mode ? r.mode : 0755, r.mtimeNs));
+  }
+  return out;
+}
+
+Result<uint64_t> CacheStore::replaceFile(const std::string& path, const EntryRow& row) const {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash);
+  Entry e;
+  e.name = slash == std::string::npos ? path : path.substr(slash + 1);
+  e.type = EntryType::kFile;
+  e.size = row.size;
+  e.mode = row.mode;
+  e.mtimeNs = row.mtimeNs;
+  e.version = row.version;
+  auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
+  if (!dfd) return dfd.status();
+  std::string stagedName;
+  auto ino = makeFile(e, -1, path, &stagedName);
+  if (!ino) return ino.status();
+  Status s = db_->resetContent(path, row.version, *ino);
+  if (!s) {
+    ::unlinkat(stagingFd_.get(), stagedName.c_str(), 0);
+    return s;
+  }
+  HSM_RETURN_IF_ERROR(renameStaged(stagedName, dfd->get(), e.name, path));
+  return *ino;
+}
+
+Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const {
+  auto fd = openBeneath(path, O_RDONLY | O_DIRECTORY);
+  if (!fd) return fd.status();
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache stat '{}'", displayPath(path)));
+  }
+  return setAttrsIfChanged(fd->get(), st, mode, mtimeNs, path);
+}
+
 
 Status CacheStore::removeEntry(const std::string& dir, const std::string& name) const {
   HSM_RETURN_IF_ERROR(validateName(name, false));
@@ -260,14 +438,7 @@ Status CacheStore::removeEntry(const std::string& dir, const std::string& name) 
 Result<std::vector<std::string>> CacheStore::names(const std::string& dir) const {
   auto dfd = openBeneath(dir, O_RDONLY | O_DIRECTORY);
   if (!dfd) return dfd.status();
-  DIR* d = ::fdopendir(dfd->release());
-  if (!d) return Status::fromErrno(errno, "fdopendir");
-  std::vector<std::string> out;
-  while (struct dirent* de = ::readdir(d)) {
-    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) out.push_back(de->d_name);
-  }
-  ::closedir(d);
-  return out;
+  return namesIn(dfd->get());
 }
 
 std::string CacheStore::fsTypeName() const {

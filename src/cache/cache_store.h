@@ -1,18 +1,30 @@
 // CacheStore: the on-disk cache directory and the tree that mirrors the remote namespace.
 //
-// Layout (docs/ONDISK.md):  <cache>/tree/  the mirrored tree; files are sparse, at full size
-//                           <cache>/meta/  index.db (MetaDb), lock, fanhsm.log
+// Layout (docs/ONDISK.md):  <cache>/tree/     the mirrored tree; files are sparse, at full size
+//                           <cache>/meta/     index.db (MetaDb), lock, fanhsm.log
+//                           <cache>/staging/  new inodes before they replace a name (emptied
+//                                             at open)
 // Contract
 // - open() creates the layout if missing (mode 0700, so the sparse tree is not readable
 //   by others around the view), takes an exclusive flock on meta/lock (EBUSY if another
 //   daemon still holds it after lockWaitMs) and opens the index.
 // - Every path is relative (util/rel_path.h) and resolved beneath tree/ with
 //   openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): nothing outside tree/ is touched.
-// - Thread-safe: no mutable state besides the MetaDb, which locks itself.
+// - Listings are applied by applyListing() only, which keeps tree and index consistent and
+//   never modifies an inode a reader may hold: a file whose version changed gets a new
+//   inode, made in staging/, recorded in the index (durably) and only then renamed over the
+//   old name. The name never vanishes; a reader holding the old inode keeps the old
+//   version's bytes, never a truncation of them. A crash between any two steps leaves
+//   either the old row and the old inode, or a row naming an inode the tree does not hold
+//   (its content is then nothing: see MetaDb, "Inodes", and replaceFile()).
+// - Thread-safe: no mutable state besides the MetaDb, which locks itself, and a counter
+//   for staging names. applyListing() of one directory must not run twice at once (the
+//   NamespacePopulator lists each directory single-flight).
 // - The daemon's own I/O uses this (unmarked) path, never the user's view mount, so it
 //   raises no fanotify events.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +34,12 @@
 #include "util/unique_fd.h"
 
 namespace hsm::cache {
+
+// Whether the cache file open at `fd` holds its version's content complete and durable
+// (its state attribute says "full": set only after fsync and record). For an inode that a
+// change at the remote replaced while a reader held it open: such an inode keeps its
+// content, so a complete one may still be read as the old version, whole.
+bool inodeComplete(int fd);
 
 class CacheStore {
  public:
@@ -37,12 +55,33 @@ class CacheStore {
   // Opens an entry of the tree (O_CLOEXEC added). Symlinks are never followed.
   Result<UniqueFd> openBeneath(const std::string& path, int flags) const;
 
-  // Creates (or updates the attributes of) `e` inside directory `dir` of the tree:
-  // directories with their mode; files sparse at full size with mode and mtime; symlinks
-  // with their target. An existing file of the right size keeps its content unless
-  // `discardContent`, which replaces it with a new, empty inode. EEXIST if the name exists
-  // with another type. Directory mtimes are set by setAttrs() after the listing.
-  Status materialize(const std::string& dir, const Entry& e, bool discardContent) const;
+  // Applies one listing of directory `dir` (already in the tree and the index) to both:
+  //  - a new name is created: directories, symlinks, and files sparse at full size with
+  //    mode, mtime and the state attribute (a file appears whole, at its size: made as an
+  //    O_TMPFILE and linked in);
+  //  - a file whose version and size are unchanged keeps its inode and content (mode and
+  //    mtime are set only where they differ, so its ctime does not move);
+  //  - a file whose version or size changed, or whose inode is not the one its row knows,
+  //    gets a new empty inode (see the contract above);
+  //  - a name that changed type is removed with everything below it, then created;
+  //  - with `relist`, names the listing no longer has are removed from tree and index.
+  // The directory is marked listed with `validator` at `listedAt`, and gets its row's mode
+  // and mtime. Errors: EINVAL/ENAMETOOLONG for a bad name, the filesystem's or the index's
+  // errno otherwise (the directory then stays as it was or unlisted).
+  struct ListingChanges {
+    std::vector<std::string> changed;  // paths that now name a new inode (or another type)
+    std::vector<std::string> removed;  // paths gone (with relist)
+    std::vector<std::string> subdirs;  // directories of the listing
+  };
+  Result<ListingChanges> applyListing(const std::string& dir, const std::vector<Entry>& entries,
+                                      const std::string& validator, int64_t listedAt,
+                                      bool relist);
+  // Replaces the file at `path`, whose row is `row`, with a new, empty inode of the row's
+  // size, mode and mtime: recorded (durably) as holding no content, then renamed over the
+  // name. For a row found naming another inode than the tree's, or of another size (a
+  // crash between the steps above). Returns the new inode.
+  Result<uint64_t> replaceFile(const std::string& path, const EntryRow& row) const;
+  // Gives directory `path` `mode` and `mtimeNs`, where they differ.
   Status setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const;
   // Removes entry `name` of directory `dir` from the tree, a directory with everything
   // below it. Never follows symlinks. ENOENT if it is not there.
@@ -66,8 +105,19 @@ class CacheStore {
   CacheStore() = default;
   std::string dir_;
   UniqueFd lockFd_;
+  // A new file inode for `path` with `e`'s size, mode, mtime and state attribute: without
+  // `stagedName`, an O_TMPFILE in directory `dirFd` linked in as e.name (the name appears
+  // whole, at its size); with it, a file in staging/ whose fresh name is returned there.
+  Result<uint64_t> makeFile(const Entry& e, int dirFd, const std::string& path,
+                            std::string* stagedName) const;
+  Status renameStaged(const std::string& stagedName, int dirFd, const std::string& name,
+                      const std::string& path) const;
+  Status clearStaging() const;
+
   UniqueFd treeFd_;
+  UniqueFd stagingFd_;
   std::unique_ptr<MetaDb> db_;
+  mutable std::atomic<uint64_t> staged_{0};
 };
 
 }  // namespace hsm::cache

@@ -133,7 +133,7 @@ class Txn {
 
 constexpr const char* kSelectEntry =
     "SELECT type, size, mtime_ns, mode, link, version, state, present, bytes_present, "
-    "listed_at, pinned, last_access FROM entries WHERE path = ?1";
+    "listed_at, pinned, last_access, ino FROM entries WHERE path = ?1";
 
 // v4: running totals of entries by (type, state, pinned), maintained by triggers on every
 // insert, delete and update of the counted columns: any writer of `entries` is accounted,
@@ -296,6 +296,16 @@ Status MetaDb::migrate() {
         "GROUP BY type, state, pinned"));
     HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '4' WHERE key = 'schema_version'"));
     HSM_RETURN_IF_ERROR(txn.commit());
+    version = 4;
+  }
+  if (version == 4) {
+    // v5: the cache inode each file row describes. Rows of an older cache learn theirs on
+    // their next load (adoptIno).
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    HSM_RETURN_IF_ERROR(exec("ALTER TABLE entries ADD COLUMN ino INTEGER NOT NULL DEFAULT 0"));
+    HSM_RETURN_IF_ERROR(exec("UPDATE settings SET value = '5' WHERE key = 'schema_version'"));
+    HSM_RETURN_IF_ERROR(txn.commit());
   }
   return Status::ok();
 }
@@ -342,10 +352,11 @@ Result<std::optional<EntryRow>> MetaDb::get(const std::string& path) {
   r.listedAt = s.i64(9);
   r.pinned = s.i64(10) != 0;
   r.lastAccessNs = s.i64(11);
+  r.ino = static_cast<uint64_t>(s.i64(12));
   return std::optional<EntryRow>(std::move(r));
 }
 
-Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
+Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e, EntryInode ino) {
   Stmt sel(db_, stmts_, "SELECT type, version, size, pinned FROM entries WHERE path = ?1");
   HSM_RETURN_IF_ERROR(sel.prepared());
   sel.bind(1, path);
@@ -356,10 +367,21 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
   bool changed = exists && e.type == EntryType::kFile &&
                  (!sameType || sel.text(1) != e.version ||
                   static_cast<uint64_t>(sel.i64(2)) != e.size);
+  // An empty file has nothing to fetch: it is complete from the start.
+  const int64_t initialState = static_cast<int64_t>(
+      e.type == EntryType::kFile && e.size == 0 ? State::kFull : State::kEmpty);
   if (exists && sameType && !changed) {
-    Stmt up(db_, stmts_, "UPDATE entries SET mtime_ns = ?2, mode = ?3, link = ?4 WHERE path = ?1");
+    // A fresh inode (?7) in place of the old one: the content described the old one.
+    Stmt up(db_, stmts_,
+            "UPDATE entries SET mtime_ns = ?2, mode = ?3, link = ?4, "
+            "state = CASE WHEN ?7 THEN ?6 ELSE state END, "
+            "present = CASE WHEN ?7 THEN NULL ELSE present END, "
+            "bytes_present = CASE WHEN ?7 THEN 0 ELSE bytes_present END, "
+            "ino = CASE WHEN ?5 != 0 THEN ?5 ELSE ino END WHERE path = ?1");
     HSM_RETURN_IF_ERROR(up.prepared());
     up.bind(1, path).bind(2, e.mtimeNs).bind(3, int64_t{e.mode}).bind(4, e.linkTarget);
+    up.bind(5, static_cast<int64_t>(ino.ino)).bind(6, initialState);
+    up.bind(7, int64_t{ino.fresh && e.type == EntryType::kFile ? 1 : 0});
     HSM_RETURN_IF_ERROR(up.run());
     return false;
   }
@@ -367,7 +389,8 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
   const int64_t pinned = exists && sameType && e.type == EntryType::kFile ? sel.i64(3) : 0;
   Stmt ins(db_, stmts_,
            "INSERT OR REPLACE INTO entries(path, type, size, mtime_ns, mode, link, version, "
-           "state, present, bytes_present, pinned) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0, ?9)");
+           "state, present, bytes_present, pinned, ino) "
+           "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0, ?9, ?10)");
   HSM_RETURN_IF_ERROR(ins.prepared());
   ins.bind(1, path)
       .bind(2, static_cast<int64_t>(e.type))
@@ -376,10 +399,9 @@ Result<bool> MetaDb::upsertLocked(const std::string& path, const Entry& e) {
       .bind(5, int64_t{e.mode})
       .bind(6, e.linkTarget)
       .bind(7, e.version)
-      // An empty file has nothing to fetch: it is complete from the start.
-      .bind(8, static_cast<int64_t>(e.type == EntryType::kFile && e.size == 0 ? State::kFull
-                                                                             : State::kEmpty))
-      .bind(9, pinned);
+      .bind(8, initialState)
+      .bind(9, pinned)
+      .bind(10, static_cast<int64_t>(ino.ino));
   HSM_RETURN_IF_ERROR(ins.run());
   return changed;
 }
@@ -391,22 +413,66 @@ Result<bool> MetaDb::upsertEntry(const std::string& path, const Entry& e) {
 
 Status MetaDb::applyListing(const std::string& dir, const std::vector<Entry>& entries,
                             std::vector<std::string>* changed, const std::string& validator,
-                            int64_t listedAt) {
-  std::lock_guard lock(mu_);
-  Txn txn(db_);
-  HSM_RETURN_IF_ERROR(txn.begun());
-  for (const auto& e : entries) {
-    std::string path = joinPath(dir, e.name);
-    auto c = upsertLocked(path, e);
-    if (!c) return c.status();
-    if (*c && changed) changed->push_back(path);
+                            int64_t listedAt, const std::vector<EntryInode>* inos,
+                            bool durable) {
+  if (inos && inos->size() != entries.size()) {
+    return Status::error(EINVAL, "applyListing: one inode per entry");
   }
-  Stmt mark(db_, stmts_,
-            "UPDATE entries SET state = 1, version = ?2, listed_at = ?3 WHERE path = ?1 AND type = 1");
-  HSM_RETURN_IF_ERROR(mark.prepared());
-  mark.bind(1, dir).bind(2, validator).bind(3, listedAt);
-  HSM_RETURN_IF_ERROR(mark.run());
-  return txn.commit();
+  std::lock_guard lock(mu_);
+  auto body = [&]() -> Status {
+    Txn txn(db_);
+    HSM_RETURN_IF_ERROR(txn.begun());
+    for (size_t i = 0; i < entries.size(); ++i) {
+      std::string path = joinPath(dir, entries[i].name);
+      auto c = upsertLocked(path, entries[i], inos ? (*inos)[i] : EntryInode{});
+      if (!c) return c.status();
+      if (*c && changed) changed->push_back(path);
+    }
+    Stmt mark(db_, stmts_,
+              "UPDATE entries SET state = 1, version = ?2, listed_at = ?3 WHERE path = ?1 AND type = 1");
+    HSM_RETURN_IF_ERROR(mark.prepared());
+    mark.bind(1, dir).bind(2, validator).bind(3, listedAt);
+    HSM_RETURN_IF_ERROR(mark.run());
+    return txn.commit();
+  };
+  return durable ? durableTxnLocked(body) : body();
+}
+
+Result<bool> MetaDb::adoptIno(const std::string& path, const std::string& version, uint64_t ino) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, stmts_,
+         "UPDATE entries SET ino = ?3 WHERE path = ?1 AND version = ?2 AND type = 0 AND ino = 0");
+  HSM_RETURN_IF_ERROR(s.prepared());
+  s.bind(1, path).bind(2, version).bind(3, static_cast<int64_t>(ino));
+  HSM_RETURN_IF_ERROR(s.run());
+  return sqlite3_changes(db_) > 0;
+}
+
+Status MetaDb::resetContent(const std::string& path, const std::string& version, uint64_t ino) {
+  std::lock_guard lock(mu_);
+  return durableTxnLocked([&]() -> Status {
+    Stmt s(db_, stmts_,
+           "UPDATE entries SET state = CASE WHEN size = 0 THEN 2 ELSE 0 END, present = NULL, "
+           "bytes_present = 0, ino = ?3 WHERE path = ?1 AND version = ?2 AND type = 0");
+    HSM_RETURN_IF_ERROR(s.prepared());
+    s.bind(1, path).bind(2, version).bind(3, static_cast<int64_t>(ino));
+    HSM_RETURN_IF_ERROR(s.run());
+    if (sqlite3_changes(db_) == 0) {
+      return Status::error(ENOENT, fmt::format("'{}' at version '{}' is not in the index", path,
+                                               version));
+    }
+    return Status::ok();
+  });
+}
+
+Status MetaDb::durableTxnLocked(const std::function<Status()>& body) {
+  // WAL with synchronous=NORMAL makes a commit durable only at the next checkpoint; with
+  // FULL the commit syncs the WAL before it returns.
+  HSM_RETURN_IF_ERROR(exec("PRAGMA synchronous=FULL"));
+  Status result = body();
+  Status restore = exec("PRAGMA synchronous=NORMAL");
+  HSM_RETURN_IF_ERROR(result);
+  return restore;
 }
 
 Status MetaDb::touchListing(const std::string& dir, int64_t listedAt) {
@@ -434,7 +500,8 @@ Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {
   HSM_RETURN_IF_ERROR(txn.begun());
   Stmt s(db_, stmts_,
          "UPDATE entries SET state = ?3, present = ?4, bytes_present = ?5, "
-         "last_access = max(last_access, ?6) WHERE path = ?1 AND version = ?2");
+         "last_access = max(last_access, ?6) "
+         "WHERE path = ?1 AND version = ?2 AND (?7 = 0 OR ino = ?7)");
   HSM_RETURN_IF_ERROR(s.prepared());
   for (const auto& u : updates) {
     s.bind(1, u.path)
@@ -442,7 +509,8 @@ Status MetaDb::recordContent(const std::vector<ContentUpdate>& updates) {
         .bind(3, static_cast<int64_t>(u.state))
         .bindBlob(4, u.present)
         .bind(5, static_cast<int64_t>(u.bytesPresent))
-        .bind(6, u.accessNs);
+        .bind(6, u.accessNs)
+        .bind(7, static_cast<int64_t>(u.ino));
     HSM_RETURN_IF_ERROR(s.run());
     s.reset();
   }
@@ -453,11 +521,9 @@ Result<size_t> MetaDb::releaseContent(
     const std::vector<std::pair<std::string, std::string>>& pathVersions) {
   if (pathVersions.empty()) return size_t{0};
   std::lock_guard lock(mu_);
-  // WAL with synchronous=NORMAL makes a commit durable only at the next checkpoint; this
-  // one must be on disk before the caller punches holes.
-  HSM_RETURN_IF_ERROR(exec("PRAGMA synchronous=FULL"));
+  // On disk before the caller punches holes.
   size_t updated = 0;
-  Status result = [&]() -> Status {
+  Status done = durableTxnLocked([&]() -> Status {
     Txn txn(db_);
     HSM_RETURN_IF_ERROR(txn.begun());
     Stmt s(db_, stmts_,
@@ -471,10 +537,8 @@ Result<size_t> MetaDb::releaseContent(
       s.reset();
     }
     return txn.commit();
-  }();
-  Status restore = exec("PRAGMA synchronous=NORMAL");
-  HSM_RETURN_IF_ERROR(result);
-  HSM_RETURN_IF_ERROR(restore);
+  });
+  HSM_RETURN_IF_ERROR(done);
   return updated;
 }
 

@@ -10,6 +10,10 @@
 //   the Hydrator's per-file lock, which ranks below it.
 // - Durability: recordContent() is called only after the bytes it describes were
 //   fdatasync()ed (the Hydrator guarantees this), so a recorded chunk is never a hole.
+// - Inodes (schema v5): a file row names the cache inode its content describes (`ino`).
+//   Content is recorded only against that inode (ContentUpdate::ino); a row that is given
+//   a new inode starts over with no content. So a row never describes the bytes of an
+//   inode it did not see filled, whatever a crash kept of the tree and of the index.
 // - Scale: every query on a hot path is a B-tree lookup or an index range (no full scans);
 //   totals (stats, contentBytes) come from a small table that triggers keep (schema v4).
 // - Errors: EIO with SQLite's message; a schema newer than this binary knows: EPROTO.
@@ -18,6 +22,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +59,8 @@ struct EntryRow {
   int64_t listedAt = 0;      // dirs: when the listing was made or last revalidated (s)
   bool pinned = false;       // files: content is kept (fetched, never released by the quota)
   int64_t lastAccessNs = 0;  // files: last known use of the content (eviction order)
+  uint64_t ino = 0;          // files: the cache inode this row's content describes (0: not
+                             // yet known, a cache from before schema v5)
 };
 
 struct ContentUpdate {
@@ -63,6 +70,7 @@ struct ContentUpdate {
   std::string present;
   uint64_t bytesPresent = 0;
   int64_t accessNs = 0;  // if non-zero: the content was used at this time (CLOCK_REALTIME ns)
+  uint64_t ino = 0;      // if non-zero: update applies only if the row describes this inode
 };
 
 // A file whose content may be released, oldest use first.
@@ -84,6 +92,13 @@ struct FileRef {
   std::string version;  // the remote version the content belongs to
 };
 
+// The cache inode a listed file's name refers to (MetaDb::applyListing): `fresh` is a new,
+// empty inode; {0, false} leaves the row's as it is.
+struct EntryInode {
+  uint64_t ino = 0;
+  bool fresh = false;
+};
+
 struct CacheStats {
   uint64_t files = 0, filesEmpty = 0, filesPartial = 0, filesFull = 0;
   uint64_t dirs = 0, dirsListed = 0, symlinks = 0;
@@ -96,7 +111,7 @@ class MetaDb {
   // Prepared statements of the connection, by the address of their SQL text.
   using StmtCache = std::unordered_map<const char*, sqlite3_stmt*>;
 
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens or creates the index; runs migrations. `path` is the database file.
   static Result<std::unique_ptr<MetaDb>> open(const std::string& path);
@@ -117,9 +132,22 @@ class MetaDb {
   // Applies a whole directory listing in one transaction and marks `dir` listed, with the
   // listing's validator and time. `changed` receives the paths of files whose version
   // changed. Entries no longer listed are removed by the caller (removeSubtree).
+  // `inos`, if given, holds for each entry the cache inode its name now refers to ({0}:
+  // leave the row's as it is); a `fresh` inode is a new, empty one, so its row starts with
+  // no content whatever its version (inode numbers are reused: a number equal to the old
+  // one proves nothing). `durable` makes the commit reach the disk before this returns
+  // (synchronous=FULL), for callers that change the tree only after it.
   Status applyListing(const std::string& dir, const std::vector<Entry>& entries,
                       std::vector<std::string>* changed, const std::string& validator = "",
-                      int64_t listedAt = 0);
+                      int64_t listedAt = 0, const std::vector<EntryInode>* inos = nullptr,
+                      bool durable = false);
+  // A file row whose inode was not known (a cache from before v5) adopts `ino`, if its
+  // version is still `version` and no inode was recorded meanwhile. Returns whether it did.
+  Result<bool> adoptIno(const std::string& path, const std::string& version, uint64_t ino);
+  // The file at `path` (version `version`) is now the new, empty inode `ino`: no content,
+  // durably (the caller puts the inode in place only after this). ENOENT if the row is gone
+  // or has another version.
+  Status resetContent(const std::string& path, const std::string& version, uint64_t ino);
   // Records that `dir`'s listing was found unchanged at `listedAt`.
   Status touchListing(const std::string& dir, int64_t listedAt);
   // Removes `path` and everything below it.
@@ -162,7 +190,9 @@ class MetaDb {
   explicit MetaDb(sqlite3* db) : db_(db) {}
   Status exec(const char* sql);
   Status migrate();
-  Result<bool> upsertLocked(const std::string& path, const Entry& e);
+  Result<bool> upsertLocked(const std::string& path, const Entry& e, EntryInode ino = {});
+  // Runs `body` in one transaction that is on disk when it returns (synchronous=FULL).
+  Status durableTxnLocked(const std::function<Status()>& body);
   Result<CacheStats> statsFrom(bool scan);
 
   std::mutex mu_;  // rank 30: guards db_ and stmts_

@@ -1,16 +1,11 @@
 #include "core/hydrator.h"
 
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <sys/stat.h>
-#include <sys/xattr.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <functional>
 #include <vector>
 
+#include "cache/content_file.h"
 #include "util/chunk_map.h"
 #include "util/log.h"
 #include "util/rel_path.h"
@@ -30,14 +25,13 @@ struct Hydrator::FileState {
   std::mutex mu;      // rank 20: everything below
   std::condition_variable cv;
   std::string path;
-  std::string version;
-  uint64_t size = 0;
-  int64_t mtimeNs = 0;  // the remote's mtime, restored after writes
+  std::unique_ptr<cache::ContentFile> content;  // version, inode, size, descriptor
+  uint64_t size = 0;  // content->size()
   ChunkMap present;   // written to the cache file
   ChunkMap durable;   // recorded in the index
   ChunkMap inflight;  // owned by a flight
   std::vector<std::shared_ptr<Flight>> flights;
-  UniqueFd fd;        // read-write, on the private path
+  bool allocated = false;   // prepareOpen() allocated the missing chunks of this inode
   uint64_t nextExpected = 0;
   uint64_t raFrontier = 0;  // readahead has been scheduled up to this chunk
   unsigned seqHits = 0;
@@ -55,30 +49,24 @@ struct Hydrator::FileState {
 
 namespace {
 
-// Writes fetched bytes into the cache file. Runs of zeros are skipped: the cache file is
-// sparse (zeros) wherever nothing was written, so the result is byte-identical and sparse
-// source files stay sparse in the cache.
+// Hands fetched bytes to the cache file (ContentFile::write). Checks that they come in
+// order and inside the flight's range: nothing outside it is written.
 class CacheFileSink final : public remote::ByteSink {
  public:
   // `progress(next)` is called after each write with the new end of the written bytes.
-  CacheFileSink(int fd, uint64_t begin, std::function<void(uint64_t)> progress)
-      : fd_(fd), next_(begin), progress_(std::move(progress)) {}
+  CacheFileSink(const cache::ContentFile& file, uint64_t begin, uint64_t end,
+                std::function<void(uint64_t)> progress)
+      : file_(file), next_(begin), end_(end), progress_(std::move(progress)) {}
   Status write(uint64_t offset, const char* data, size_t length) override {
     if (offset != next_) {
       return Status::error(EIO, fmt::format("remote delivered offset {} where {} was expected",
                                             offset, next_));
     }
-    if (!allZero(data, length)) {
-      size_t done = 0;
-      while (done < length) {
-        ssize_t n = ::pwrite(fd_, data + done, length - done, static_cast<off_t>(offset + done));
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          return Status::fromErrno(errno, "write to cache");
-        }
-        done += static_cast<size_t>(n);
-      }
+    if (length > end_ - next_) {
+      return Status::error(EPROTO, fmt::format("remote delivered {} bytes at {}, past the end "
+                                               "of the range at {}", length, offset, end_));
     }
+    HSM_RETURN_IF_ERROR(file_.write(offset, data, length));
     next_ += length;
     progress_(next_);
     return Status::ok();
@@ -86,12 +74,9 @@ class CacheFileSink final : public remote::ByteSink {
   uint64_t next() const { return next_; }
 
  private:
-  static bool allZero(const char* p, size_t n) {
-    if (n == 0) return true;
-    return p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;
-  }
-  int fd_;
+  const cache::ContentFile& file_;
   uint64_t next_;
+  const uint64_t end_;
   std::function<void(uint64_t)> progress_;
 };
 
@@ -117,41 +102,9 @@ Hydrator::~Hydrator() {
   if (!s) log::error("recording cache state on stop: {}", s.message());
 }
 
-namespace {
-
-int64_t realtimeNs() {
-  struct timespec ts {};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-struct timespec toTimespec(int64_t ns) {
-  int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
-  if (nsec < 0) {
-    nsec += 1000000000;
-    sec -= 1;
-  }
-  return {static_cast<time_t>(sec), static_cast<long>(nsec)};
-}
-
-// Gives the cache file the remote's mtime, and the same atime: with relatime (the view's
-// default) the next read through the view then moves atime to the time of that read, which
-// tells the evictor the file was used (see Evictor).
-void restoreTimes(int fd, int64_t mtimeNs, const std::string& path) {
-  struct timespec ts[2] = {toTimespec(mtimeNs), toTimespec(mtimeNs)};
-  if (::futimens(fd, ts) != 0) log::warn("restoring the mtime of '{}': {}", path, std::strerror(errno));
-}
-
-void setStateAttr(int fd, cache::State state, const std::string& path) {
-  const char* v = cache::stateName(state);
-  if (::fsetxattr(fd, cache::kStateXattr, v, std::strlen(v), 0) != 0 && errno != ENOTSUP) {
-    log::warn("setting {} on '{}': {}", cache::kStateXattr, path, std::strerror(errno));
-  }
-}
-
-}  // namespace
 
 Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& path) {
+  uint64_t epoch = 0;
   {
     std::unique_lock lock(mu_);
     while (true) {
@@ -161,6 +114,7 @@ Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& p
       releasedCv_.wait(lock);  // a release takes milliseconds (no remote I/O)
     }
     ++loading_[path];
+    epoch = forgetEpoch_;
   }
   struct LoadingGuard {
     Hydrator* h;
@@ -171,43 +125,28 @@ Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& p
       if (--it->second == 0) h->loading_.erase(it);
     }
   } loadingGuard{this, path};
-  auto row = cache_.db().get(path);
-  if (!row) return row.status();
-  if (!row->has_value() || (*row)->type != EntryType::kFile) {
-    return Status::error(ENOENT, fmt::format("'{}' is not a file of the mirrored tree", path));
-  }
-  const cache::EntryRow& r = **row;
-  auto fs = std::make_shared<FileState>();
-  fs->path = path;
-  fs->version = r.version;
-  fs->size = r.size;
-  fs->mtimeNs = r.mtimeNs;
-  auto fd = cache_.openBeneath(path, O_RDWR | O_NOFOLLOW);
-  if (!fd) return fd.status();
-  fs->fd = std::move(*fd);
-  struct stat st {};
-  if (::fstat(fs->fd.get(), &st) != 0) return Status::fromErrno(errno, "fstat cache file");
-  auto map = ChunkMap::deserialize(r.present, r.size, config_.chunkSize);
-  if (static_cast<uint64_t>(st.st_size) != r.size) {
-    // The cache file does not match the index (crash between create and record): start
-    // over with a sparse file of the right size.
-    log::warn("cache file '{}' has size {} instead of {}: discarding its content", path,
-              st.st_size, r.size);
-    if (::ftruncate(fs->fd.get(), 0) != 0 ||
-        ::ftruncate(fs->fd.get(), static_cast<off_t>(r.size)) != 0) {
-      return Status::fromErrno(errno, fmt::format("truncate cache file '{}'", path));
-    }
-    map.reset();
-  }
-  if (r.state == static_cast<int>(cache::State::kFull) && map && !map->full()) map.reset();
-  fs->present = map ? *map : ChunkMap(r.size, config_.chunkSize);
-  fs->durable = fs->present;
-  fs->inflight = ChunkMap(r.size, config_.chunkSize);
-  fs->fullDurable = fs->present.full();
+  // The content at the row's version, on the inode the row describes (ContentFile::load).
+  for (int attempt = 0;; ++attempt) {
+    auto content = cache::ContentFile::load(cache_, path, config_.chunkSize, config_.io);
+    if (!content) return content.status();
+    auto fs = std::make_shared<FileState>();
+    fs->path = path;
+    fs->content = std::move(*content);
+    fs->size = fs->content->size();
+    fs->present = fs->content->recorded();
+    fs->durable = fs->present;
+    fs->inflight = ChunkMap(fs->size, config_.chunkSize);
+    fs->fullDurable = fs->present.full();
 
-  std::lock_guard lock(mu_);
-  auto [it, inserted] = files_.emplace(path, fs);
-  return it->second;  // another thread may have loaded it first: use that one
+    std::lock_guard lock(mu_);
+    // forget() ran since the row was read: it may describe what that forget() replaced.
+    if (forgetEpoch_ != epoch && attempt < 3) {
+      epoch = forgetEpoch_;
+      continue;
+    }
+    auto [it, inserted] = files_.emplace(path, fs);
+    return it->second;  // another thread may have loaded it first: use that one
+  }
 }
 
 std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(FileState& fs, uint64_t first,
@@ -253,16 +192,16 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     published = endChunk;
     fs->cv.notify_all();
   };
-  CacheFileSink sink(fs->fd.get(), begin, [&](uint64_t next) {
+  CacheFileSink sink(*fs->content, begin, end, [&](uint64_t next) {
     publishUpTo(next >= end ? f->last : next / config_.chunkSize);
   });
-  Status s = remote_.read(fs->path, fs->version, begin, end - begin, sink);
+  Status s = remote_.read(fs->path, fs->content->version(), begin, end - begin, sink);
   if (s && sink.next() != end) {
     s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
                                        sink.next() - begin, end - begin, fs->path, begin));
   }
   // Writing moved the cache file's mtime; the view must show the remote's.
-  if (published > f->first) restoreTimes(fs->fd.get(), fs->mtimeNs, fs->path);
+  if (published > f->first) fs->content->restoreTimes();
   fetchLatency_.record(std::chrono::steady_clock::now() - started);
   if (s) {
     fetchedBytes_ += end - begin;
@@ -355,8 +294,75 @@ void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uin
   }
 }
 
-Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length) {
+Result<std::shared_ptr<Hydrator::FileState>> Hydrator::fileFor(const std::string& path,
+                                                               uint64_t ino) {
   auto fsr = file(path);
+  if (!fsr || ino == 0 || (*fsr)->content->ino() == ino) return fsr;
+  // Loaded before a change of the file, or the reader holds the inode a change replaced.
+  forget(path);
+  fsr = file(path);
+  if (fsr && (*fsr)->content->ino() != ino) {
+    return Status::error(ESTALE, fmt::format("'{}' changed at the remote while it was open; "
+                                             "open it again for the new version", path));
+  }
+  return fsr;
+}
+
+Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
+  auto fsr = fileFor(path, ino);
+  if (!fsr) return fsr.status();
+  std::shared_ptr<FileState> fs = *fsr;
+  if (fs->size <= config_.chunkSize) {
+    // One chunk: fetched whole now, which is what its first read would fetch. A complete
+    // file is right for every tool, also those that ask SEEK_DATA without looking at
+    // st_blocks. If the fetch fails, the open goes on with an allocation: its reads fail
+    // with the fetch's error then, where the reader expects one.
+    auto whole = ensure(path, 0, fs->size, ino);
+    if (whole) return *whole;
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // missing chunks
+  {
+    std::lock_guard lock(fs->mu);
+    if (fs->fullDurable) return true;
+    if (fs->allocated) return false;
+    runs = cache::chunkRuns(fs->present, [&](uint64_t c) { return !fs->present.has(c); });
+  }
+  // Without a lock: a flight writing into a run meanwhile keeps its bytes (allocating
+  // leaves written blocks alone), and a run written already is allocated already. No room:
+  // the caller goes on without (releasing cached content for an allocation that lasts
+  // only while the file is open would empty the cache for one look at a huge file); what
+  // was allocated before the failure is given back at the close as usual.
+  HSM_RETURN_IF_ERROR(fs->content->allocate(runs));
+  std::lock_guard lock(fs->mu);
+  fs->allocated = true;
+  allocatedFiles_++;
+  return false;
+}
+
+Result<bool> Hydrator::releaseAllocation(const std::string& path, uint64_t ino) {
+  auto fsr = fileFor(path, ino);
+  if (!fsr) return fsr.status();
+  std::shared_ptr<FileState> fs = *fsr;
+  // Under the file's lock: no flight can start on a chunk while it is punched (a flight
+  // owns its chunks, marked inflight under this lock, before it writes). Punching ranges
+  // without data is a short metadata operation, and the lease is held for no longer.
+  std::lock_guard lock(fs->mu);
+  if (fs->present.full()) return false;
+  // Granted only if no other open file of the inode exists (ours is read-write: no other
+  // writer and no reader; an open in progress counts as a reader before it raises its
+  // open event). The kernel signals us (SIGIO, ignored) if an open has to wait for it.
+  if (!fs->content->tryLease()) return false;
+  Status s = fs->content->punch(cache::chunkRuns(
+      fs->present, [&](uint64_t c) { return !fs->present.has(c) && !fs->inflight.has(c); }));
+  fs->content->unlease();
+  HSM_RETURN_IF_ERROR(s);
+  fs->allocated = false;
+  return true;
+}
+
+Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length,
+                              uint64_t ino) {
+  auto fsr = fileFor(path, ino);
   if (!fsr) return fsr.status();
   std::shared_ptr<FileState> fs = *fsr;
   const auto started = std::chrono::steady_clock::now();
@@ -372,7 +378,9 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
   } latencyRecord{this, started, missed};
   {
     std::unique_lock lock(fs->mu);
-    if (!fs->present.full()) {
+    // Nothing to read (a zero-length read, or one at or past the end): nothing to fetch.
+    const bool nothing = length == 0 || offset >= fs->size;
+    if (!fs->present.full() && !nothing) {
       auto [first, last] = fs->present.chunksFor(offset, length);
       // Sequential detection: this request starts where the previous one ended.
       bool sequential = fs->seen ? offset == fs->nextExpected : offset == 0;
@@ -436,25 +444,21 @@ Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
     fs->dirty = false;
   }
   const bool full = snapshot.full();
-  int rc = full ? ::fsync(fs->fd.get()) : ::fdatasync(fs->fd.get());
-  Status s;
-  if (rc != 0) {
-    s = Status::fromErrno(errno, fmt::format("sync cache file '{}'", fs->path));
-  } else {
-    cache::ContentUpdate u;
-    u.path = fs->path;
-    u.version = fs->version;
-    u.state = full ? cache::State::kFull
-                   : (snapshot.empty() ? cache::State::kEmpty : cache::State::kPartial);
-    u.present = snapshot.serialize();
-    u.bytesPresent = snapshot.bytesPresent();
-    u.accessNs = realtimeNs();
-    s = cache_.db().recordContent({u});
-    if (s) setStateAttr(fs->fd.get(), u.state, fs->path);
-  }
+  bool syncFailed = false;
+  Status s = fs->content->commit(snapshot, &syncFailed);
   std::lock_guard lock(fs->mu);
+  if (!s && syncFailed) {
+    // Chunks written since the last record are not present any more: they are fetched
+    // (and written) again, and only a sync after that records them (ContentFile::commit).
+    for (uint64_t c = 0; c < fs->present.chunkCount(); ++c) {
+      if (fs->present.has(c) && !fs->durable.has(c) && !fs->inflight.has(c)) fs->present.reset(c);
+    }
+    fs->dirty = false;
+    syncErrors_++;
+    return s;
+  }
   if (!s) {
-    fs->dirty = true;  // try again later
+    fs->dirty = true;  // the index failed: the bytes are durable, record them later
     return s;
   }
   fs->durable = snapshot;
@@ -545,14 +549,6 @@ Result<FileInfo> Hydrator::info(const std::string& path) {
 Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseRequest>& files,
                                                   const std::function<Status(int fd)>& beforePunch) {
   ReleaseResult result;
-  struct Leased {
-    const ReleaseRequest* req;
-    UniqueFd fd;
-    uint64_t size = 0;
-    int64_t mtimeNs = 0;
-    uint64_t bytesPresent = 0;
-  };
-  std::vector<Leased> leased;
   std::vector<std::string> claimed;  // in releasing_
   std::vector<std::shared_ptr<FileState>> unloaded;  // destroyed outside mu_
   // 1. Claim the paths: unload idle files, refuse busy ones, block loads. A file with no
@@ -609,79 +605,28 @@ Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseReque
     }
   } unclaim{this, claimed};
 
-  // 2. Lease every claimed file no one has open.
+  // 2.-6. The cache's release protocol (cache::releaseContent), for the claimed files.
   std::unordered_set<std::string> claimedSet(claimed.begin(), claimed.end());
+  std::vector<cache::ReleaseRequest> mine;
   for (const auto& r : files) {
-    if (!claimedSet.contains(r.path)) continue;
-    auto fd = cache_.openBeneath(r.path, O_RDWR | O_NOFOLLOW);
-    if (!fd) {
-      result.gone++;
-      continue;
-    }
-    if (::fcntl(fd->get(), F_SETLEASE, F_WRLCK) != 0) {
-      if (errno != EAGAIN && errno != EBUSY) {
-        log::warn("release '{}': write lease: {}", r.path, std::strerror(errno));
-      }
-      result.busy++;
-      continue;
-    }
-    auto row = cache_.db().get(r.path);
-    if (!row || !row->has_value() || (*row)->version != r.version ||
-        (*row)->type != EntryType::kFile) {
-      ::fcntl(fd->get(), F_SETLEASE, F_UNLCK);
-      result.gone++;
-      continue;
-    }
-    leased.push_back({&r, std::move(*fd), (*row)->size, (*row)->mtimeNs, (*row)->bytesPresent});
+    if (claimedSet.contains(r.path)) mine.push_back(r);
   }
-  auto unlease = [&] {
-    for (auto& l : leased) ::fcntl(l.fd.get(), F_SETLEASE, F_UNLCK);
-  };
-  // 3. No one can open them now.
-  std::erase_if(leased, [&](Leased& l) {
-    Status s = beforePunch(l.fd.get());
-    if (s) return false;
-    log::warn("release '{}': {}; keeping its content", l.req->path, s.message());
-    ::fcntl(l.fd.get(), F_SETLEASE, F_UNLCK);
-    result.failed++;
-    return true;
-  });
-  // 4. Record them empty, durably, before a single byte is punched out.
-  std::vector<std::pair<std::string, std::string>> pv;
-  pv.reserve(leased.size());
-  for (auto& l : leased) pv.emplace_back(l.req->path, l.req->version);
-  auto recorded = cache_.db().releaseContent(pv);
-  if (!recorded) {
-    unlease();
-    return recorded.status();
-  }
-  // 5. Punch.
-  Status firstError;
-  for (auto& l : leased) {
-    // Past EOF up to a block boundary: a partial last block is otherwise only zeroed, not
-    // freed (KEEP_SIZE leaves the size alone).
-    const uint64_t punchLen = (l.size + 65535) & ~uint64_t{65535};
-    if (l.size > 0 && ::fallocate(l.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-                                  static_cast<off_t>(punchLen)) != 0) {
-      // Recorded empty already: the bytes left behind are fetched again, never trusted.
-      if (firstError) firstError = Status::fromErrno(errno, fmt::format("punch '{}'", l.req->path));
-    }
-    restoreTimes(l.fd.get(), l.mtimeNs, l.req->path);
-    setStateAttr(l.fd.get(), l.size == 0 ? cache::State::kFull : cache::State::kEmpty, l.req->path);
-    result.files++;
-    result.bytes += l.bytesPresent;
-  }
-  // 6. Let blocked opens continue.
-  unlease();
+  auto released = cache::releaseContent(cache_, mine, beforePunch, config_.io);
+  if (!released) return released.status();
+  result.files += released->files;
+  result.bytes += released->bytes;
+  result.busy += released->busy;
+  result.gone += released->gone;
+  result.failed += released->failed;
   releasedFiles_ += result.files;
   releasedBytes_ += result.bytes;
   releaseBusy_ += result.busy;
-  if (!firstError) log::warn("release: {}", firstError.message());
   return result;
 }
 
 void Hydrator::forget(const std::string& path) {
   std::lock_guard lock(mu_);
+  ++forgetEpoch_;
   const std::string below = path + "/";
   for (auto it = files_.begin(); it != files_.end();) {
     bool match = it->first == path || it->first.compare(0, below.size(), below) == 0;
@@ -707,6 +652,8 @@ HydratorStats Hydrator::stats() const {
   s.errGone = errGone_;
   s.errAccess = errAccess_;
   s.errOther = errOther_;
+  s.syncErrors = syncErrors_;
+  s.allocatedFiles = allocatedFiles_;
   s.fetchLatency = fetchLatency_.counts();
   s.ensureLatency = ensureLatency_.counts();
   return s;

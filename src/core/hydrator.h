@@ -1,6 +1,7 @@
-// Hydrator: the only caller of Remote::read(). Makes byte ranges of files present in the
-// cache, merges concurrent requests, reads ahead for sequential readers, and records
-// what is durable.
+// Hydrator: the only caller of Remote::read(). Decides what to fetch and when, and who
+// waits: merges concurrent requests, reads ahead for sequential readers, and hands what
+// arrives to the cache (cache::ContentFile), whose state machine writes, commits and
+// releases it.
 //
 // Design note
 // - Files are cut into chunks (HydratorConfig::chunkSize). A fetch ("flight") covers a run
@@ -10,9 +11,9 @@
 //   concurrent readers of one cold chunk cause one remote read.
 // - Bytes are written through the cache's private path (never the view), so they raise no
 //   fanotify events. A reader is let through as soon as its chunks are written (the page
-//   cache is coherent); durability is recorded later: a sync thread fdatasync()s files with
-//   new chunks and only then records those chunks in MetaDb. After a crash, unrecorded
-//   chunks are simply fetched again; recorded chunks are never holes.
+//   cache is coherent); durability is recorded later: a sync thread commits files with new
+//   chunks (ContentFile::commit: sync, then record). After a crash, unrecorded chunks are
+//   simply fetched again; recorded chunks are never holes.
 // - A file that becomes complete is fsync()ed and recorded as full by the sync thread (woken
 //   at once) before ensure() reports it full, so a frontend may stop watching it (fanotify
 //   ignore mark) from then on; the reader that completed it does not wait for the fsync.
@@ -20,6 +21,11 @@
 //   readahead of the next `readahead` bytes on a small pool, in flights of maxFetch.
 // - Remote errors fail the requests waiting on that flight; the chunks go back to missing
 //   and the next request tries again. Bytes from a failed fetch are never marked present.
+// - A failed sync makes the chunks written since the last record missing again (the kernel
+//   reports the error once: a retry on the same descriptor would hide it).
+// - Each loaded file is one ContentFile: one version on one cache inode, the one its index
+//   row names. A request from a reader of another inode (the file changed since it was
+//   opened) fails with ESTALE instead of filling the wrong one.
 //
 // Thread-safety: all methods are thread-safe. Locks: files map (rank 10) -> per-file
 // (rank 20) -> MetaDb (rank 30). No lock is held across remote reads or fdatasync.
@@ -39,6 +45,7 @@
 #include <vector>
 
 #include "cache/cache_store.h"
+#include "cache/content_file.h"
 #include "remote/remote.h"
 #include "util/percentile_histogram.h"
 #include "util/thread_pool.h"
@@ -55,6 +62,8 @@ struct HydratorConfig {
   // filesystem is full (ENOSPC, EDQUOT): frees space now if it can and returns true if
   // it did; ensure() then tries once more, else fails with that error.
   std::function<bool()> onCacheFull;
+  // The cache's file system calls (tests inject failures here; empty: the real ones).
+  cache::CacheIo io;
 };
 
 struct FileInfo {
@@ -80,6 +89,8 @@ struct HydratorStats {
   // Failed fetches by cause: the cache filesystem full, the remote changed (ESTALE) or
   // removed (ENOENT) the file, permission, anything else (EIO, timeouts...).
   uint64_t errNoSpace = 0, errStale = 0, errGone = 0, errAccess = 0, errOther = 0;
+  uint64_t syncErrors = 0;  // failed fsync/fdatasync: the chunks written since are refetched
+  uint64_t allocatedFiles = 0;  // prepareOpen(): files whose missing chunks were allocated
   PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
   PercentileHistogram::Counts ensureLatency;  // one ensure() that was a miss
 };
@@ -93,41 +104,42 @@ class Hydrator {
 
   // Makes [offset, offset+length) of the file at `path` present (clipped to its size) and
   // blocks until it is. Returns true if the whole file is now present and durably
-  // recorded. Errors: ENOENT (not a file of the tree), ESTALE (remote changed), the
-  // remote's errno, ENOSPC/EIO from the cache filesystem.
-  Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length);
+  // recorded. A zero-length range fetches nothing. `ino`, if not 0, is the cache inode the
+  // caller reads (the frontend's open file): if the name now refers to another inode (the
+  // remote changed the file since it was opened) the request fails with ESTALE instead of
+  // filling a file the caller does not read. Errors: ENOENT (not a file of the tree),
+  // ESTALE (remote changed), the remote's errno, ENOSPC/EIO from the cache filesystem.
+  Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length,
+                      uint64_t ino = 0);
+
+  // A file of `path` (cache inode `ino`, as in ensure()) is being opened. A file of one
+  // chunk is fetched whole (what its first read would fetch). Otherwise, unless it is
+  // complete, its missing chunks are allocated (unwritten extents: they read as zeros and
+  // cost disk space until releaseAllocation() or release()), so that st_blocks no longer
+  // says "sparse" and copy tools (cp, tar --sparse) read it instead of asking SEEK_DATA,
+  // which raises no event (docs/SEMANTICS.md, 10). Returns true if the file is complete
+  // and durably recorded (the frontend may stop watching it). Errors: as ensure(), and
+  // ENOSPC/EDQUOT when the cache filesystem has no room for the allocation (no content is
+  // released for it: it lasts only while the file is open).
+  Result<bool> prepareOpen(const std::string& path, uint64_t ino);
+  // A file was closed: if no one has it open any more (a write lease on this class's own
+  // descriptor is granted only then; new opens wait while it is held), the chunks still
+  // missing and not being fetched are punched out again, so the allocation lasts only
+  // while the file is open. Returns whether it did. Errors: as ensure() (ESTALE if `path`
+  // now names another inode than `ino`).
+  Result<bool> releaseAllocation(const std::string& path, uint64_t ino);
 
   Result<FileInfo> info(const std::string& path);
 
-  // Frees the content of files no one uses, race-free (docs/SEMANTICS.md, "Releasing"):
-  //  1. a file loaded here with fetches running, chunks not yet recorded, or a caller
-  //     inside ensure() is busy; otherwise it is unloaded, and loads of it wait until 6.
-  //  2. the cache file is opened read-write and a write lease taken (F_SETLEASE F_WRLCK).
-  //     The kernel grants it only if no other open file of the inode exists anywhere
-  //     (readers, mmaps, fanotify event fds, FUSE handles); while it is held, every open
-  //     of the file blocks. Not granted: busy.
-  //  3. `beforePunch(fd)` runs (the fanotify frontend drops its ignore mark there, so the
-  //     next read raises an event again); if it fails, the file keeps its content.
-  //  4. the files are recorded as empty, in one durable transaction (version-guarded: a
-  //     file whose remote version changed meanwhile is left alone);
-  //  5. their bytes are punched out (FALLOC_FL_PUNCH_HOLE), mtime restored, state
-  //     attribute set to "empty";
-  //  6. the leases are dropped: blocked opens continue and see an empty file that fetches
-  //     on read. A crash between 4 and 5 leaves bytes that are fetched again; a recorded
-  //     chunk is never a hole.
-  // Busy files are counted, not waited for. The process must ignore SIGIO (the kernel
-  // signals the lease holder when an open blocks; the lease is short-lived anyway).
-  struct ReleaseRequest {
-    std::string path;
-    std::string version;  // as in the index
-  };
-  struct ReleaseResult {
-    uint64_t files = 0;  // released
-    uint64_t bytes = 0;  // bytes_present they held
-    uint64_t busy = 0;   // in use: skipped
-    uint64_t gone = 0;   // changed or removed meanwhile: skipped
-    uint64_t failed = 0; // beforePunch failed: kept
-  };
+  // Frees the content of files no one uses, race-free (docs/SEMANTICS.md, 8): a file
+  // loaded here with fetches running, chunks not yet recorded, or a caller inside ensure()
+  // is busy; otherwise it is unloaded, loads of it wait, and cache::releaseContent() runs
+  // the protocol (lease, `beforePunch(fd)` — the fanotify frontend drops its ignore marks
+  // there —, durable empty record, punch, unlease). Busy files are counted, not waited
+  // for. The process must ignore SIGIO (the kernel signals the lease holder when an open
+  // blocks; the lease is short-lived anyway).
+  using ReleaseRequest = cache::ReleaseRequest;
+  using ReleaseResult = cache::ReleaseResult;
   Result<ReleaseResult> release(const std::vector<ReleaseRequest>& files,
                                 const std::function<Status(int fd)>& beforePunch);
 
@@ -145,6 +157,8 @@ class Hydrator {
   struct FileState;
 
   Result<std::shared_ptr<FileState>> file(const std::string& path);
+  // file(), checked against the inode `ino` the caller reads (0: any); see ensure().
+  Result<std::shared_ptr<FileState>> fileFor(const std::string& path, uint64_t ino);
   // Starts a flight for missing chunks at `first` (caller holds fs.mu); returns it.
   std::shared_ptr<Flight> startFlightLocked(FileState& fs, uint64_t first, uint64_t limit);
   // Runs a flight: remote read into the cache file, then publishes the result.
@@ -163,10 +177,12 @@ class Hydrator {
   std::unordered_map<std::string, std::shared_ptr<FileState>> files_;
   std::unordered_map<std::string, int> loading_;  // paths being loaded by file(): count
   std::unordered_set<std::string> releasing_;     // paths inside release(): no loads
+  uint64_t forgetEpoch_ = 0;  // counts forget() calls: a load that overlapped one reloads
 
   std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
-      hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0};
+      hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0},
+      syncErrors_{0}, allocatedFiles_{0};
   PercentileHistogram fetchLatency_, ensureLatency_;
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)

@@ -211,57 +211,19 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
     revalidated_++;
     return Status::ok();
   }
-  auto changedAt = [&](const std::string& path) { notifyChanged(path); };
-  std::vector<std::string> subdirs;
-  uint64_t added = 0;
-  for (const auto& e : listing->entries) {
-    Status s = cache_.materialize(dir, e, false);
-    if (!s && s.code() == EEXIST) {
-      // The name changed type at the remote (a file became a directory...): replace it.
-      const std::string path = joinPath(dir, e.name);
-      HSM_RETURN_IF_ERROR(cache_.removeEntry(dir, e.name));
-      HSM_RETURN_IF_ERROR(cache_.db().removeSubtree(path));
-      changedAt(path);
-      s = cache_.materialize(dir, e, false);
-    }
-    if (!s) return s.withContext(fmt::format("listing '{}'", displayPath(dir)));
-    if (e.type == EntryType::kDir) subdirs.push_back(joinPath(dir, e.name));
-    ++added;
+  auto applied = cache_.applyListing(dir, listing->entries, listing->validator, now, relist);
+  if (!applied) return applied.status().withContext(fmt::format("listing '{}'", displayPath(dir)));
+  for (const auto& path : applied->changed) {
+    notifyChanged(path);
+    log::info("'{}' changed at the remote: it has a new, empty cache file", path);
   }
-  std::vector<std::string> changed;
-  HSM_RETURN_IF_ERROR(cache_.db().applyListing(dir, listing->entries, &changed, listing->validator, now));
-  if (!changed.empty()) {
-    std::map<std::string, const Entry*> byPath;
-    for (const auto& e : listing->entries) byPath[joinPath(dir, e.name)] = &e;
-    for (const auto& path : changed) {
-      // A file changed at the remote since it was cached: its old content must go.
-      HSM_RETURN_IF_ERROR(cache_.materialize(dir, *byPath.at(path), true));
-      changedAt(path);
-      log::info("'{}' changed at the remote: cached content discarded", path);
-    }
+  for (const auto& path : applied->removed) {
+    notifyChanged(path);
+    log::info("'{}' is gone from the remote: removed", path);
   }
-  uint64_t removed = 0;
-  if (relist) {
-    std::set<std::string> listedNames;
-    for (const auto& e : listing->entries) listedNames.insert(e.name);
-    auto names = cache_.names(dir);
-    if (!names) return names.status();
-    for (const auto& n : *names) {
-      if (listedNames.count(n) != 0) continue;
-      const std::string path = joinPath(dir, n);
-      HSM_RETURN_IF_ERROR(cache_.removeEntry(dir, n));
-      HSM_RETURN_IF_ERROR(cache_.db().removeSubtree(path));
-      changedAt(path);
-      log::info("'{}' is gone from the remote: removed", path);
-      ++removed;
-    }
-  }
-  auto self = cache_.db().get(dir);
-  if (self && self->has_value()) {
-    const auto& r = **self;
-    Status s = cache_.setAttrs(dir, r.mode ? r.mode : 0755, r.mtimeNs);
-    if (!s) log::warn("{}", s.message());
-  }
+  std::vector<std::string>& subdirs = applied->subdirs;
+  const uint64_t added = listing->entries.size();
+  const uint64_t removed = applied->removed.size();
   for (const auto& skip : listing->skipped) {
     log::warn("'{}': left out '{}'", displayPath(dir), skip);
   }

@@ -6,15 +6,16 @@
 // which jumps the queue), and every listing is persistent: a remount resumes with the
 // directories still unlisted and lists nothing twice.
 //
-// Listing one directory: remote list -> create the entries in the cache tree (sparse
-// files at full size, mode, mtime; dirs; symlinks) -> record them in MetaDb and mark the
-// directory listed (one transaction) -> set the directory's own mode and mtime. A crash in
-// between leaves the directory unlisted; listing it again keeps content already present.
+// Listing one directory: remote list -> CacheStore::applyListing, which creates the
+// entries in the cache tree and records them in MetaDb together (see its contract: a
+// changed file gets a new inode, never a modified one) and marks the directory listed. A
+// crash in between leaves the directory unlisted; listing it again keeps content already
+// present.
 //
 // Revalidation: with a TTL, a directory whose listing is older than the TTL is listed
 // again when it is opened (conditionally, where the remote supports it): new names appear,
 // names gone from the remote are removed from the tree and the index, files whose version
-// changed lose their cached content. Change listeners hear of every such path (the
+// changed get a new, empty cache inode. Change listeners hear of every such path (the
 // Hydrator forgets its state, a FUSE frontend drops the kernel's cached entry). The
 // background crawl never revalidates, so opening one directory never re-crawls a tree.
 //

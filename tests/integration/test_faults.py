@@ -239,6 +239,15 @@ def loop_ext4(workdir, name, size_mib):
         subprocess.run(["losetup", "-d", dev])
 
 
+def restart_after_power_cut(m, remount):
+    """After the cache filesystem was shut down: the daemon is killed (as a power cut would),
+    its mount cleared, and the filesystem mounted again, which replays its journal."""
+    os.kill(m.pid, signal.SIGKILL)
+    wait_for(lambda: not is_fanhsm(m.pid), "the daemon to go")
+    m.cleanup()
+    remount()
+
+
 def test_power_loss_of_the_cache_mid_write_then_remount_reads_the_source(mounter, workdir):
     """4 files fetched and synced, then 4 cold readers hydrating into a cache whose
     filesystem is shut down mid-write without flushing its journal (FS_IOC_SHUTDOWN
@@ -276,10 +285,7 @@ def test_power_loss_of_the_cache_mid_write_then_remount_reads_the_source(mounter
                 t.join(timeout=WAIT_S)
             wrong = [p for p in problems if "differs" in p]
             assert not wrong, wrong  # failing is allowed at the cut; wrong bytes never
-            os.kill(m.pid, signal.SIGKILL)
-            wait_for(lambda: not is_fanhsm(m.pid), "the daemon to go")
-            m.cleanup()
-            remount()
+            restart_after_power_cut(m, remount)
             m2 = mounter(root, cache=cache)
             try:
                 recorded = m2.status()["bytes_present"]

@@ -66,6 +66,8 @@ class FakeRemote final : public remote::Remote {
   }
   // Reads deliver this many bytes fewer than asked (a truncated body).
   void setShortBy(uint64_t n) { shortBy_ = n; }
+  // Reads deliver this many bytes ('X') more than asked, past the range (a hostile source).
+  void setLongBy(uint64_t n) { longBy_ = n; }
   // While closed, reads block (after counting) until open() is called.
   void closeGate() {
     std::lock_guard lock(mu_);
@@ -124,7 +126,7 @@ class FakeRemote final : public remote::Remote {
       if (offset >= c.size()) return Status::ok();
       uint64_t n = std::min<uint64_t>(length, c.size() - offset);
       n = n > shortBy_ ? n - shortBy_ : 0;
-      data = c.substr(offset, n);
+      data = c.substr(offset, n) + std::string(longBy_, 'X');
     }
     bytesRead_ += data.size();
     // Deliver in pieces, like a network body.
@@ -158,7 +160,7 @@ class FakeRemote final : public remote::Remote {
   bool gateOpen_ = true;
   int blocked_ = 0;
   std::atomic<int> reads_{0}, lists_{0}, failReads_{0}, failErrno_{EIO};
-  std::atomic<uint64_t> bytesRead_{0}, shortBy_{0};
+  std::atomic<uint64_t> bytesRead_{0}, shortBy_{0}, longBy_{0};
 };
 
 // Deterministic pseudo-random bytes (no zeros runs), for content comparisons.

@@ -212,6 +212,13 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
         continue;
       }
       if (m->fd < 0) continue;
+      if (!contentGroup && (m->mask & FAN_CLOSE_NOWRITE) != 0 && (m->mask & FAN_OPEN_PERM) == 0) {
+        // A notification (no answer): the last close of an allocated file gives back what
+        // is still missing. The daemon's own closes (private path, same inode) do not count.
+        auto fd = std::make_shared<UniqueFd>(m->fd);
+        if (m->pid != ::getpid()) workers_->post([this, fd] { handleFileClose(std::move(*fd)); });
+        continue;
+      }
       PermissionEvent ev(groupFd, m->fd, m->mask, /*errnoReplies=*/contentGroup, &denied_, &pending_);
       if (contentGroup) {
         // Info records follow the metadata; the RANGE record gives the byte range.
@@ -245,11 +252,11 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
         });
         continue;
       }
-      // A file open: content is checked at read time (FAN_PRE_ACCESS). Stop open events
-      // for this inode and let it through at once.
+      // A file open: a file not yet complete stops looking sparse before the opener can
+      // fstat it (see handleFileOpen); content itself is checked at read time.
       openEvents_++;
-      addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM);
-      ev.allow();
+      auto shared = std::make_shared<PermissionEvent>(std::move(ev));
+      workers_->post([this, shared] { handleFileOpen(*shared); });
     }
   }
 }
@@ -265,11 +272,14 @@ void FanotifyFrontend::addIgnoreMark(int groupFd, int fd, uint64_t mask) {
 
 Status FanotifyFrontend::beforeRelease(int fd) {
   // ENOENT: no ignore mark (never full, or the kernel evicted the evictable mark). Any
-  // other failure must keep the content: reads of a marked file would see the holes.
-  if (::fanotify_mark(contentGroup_.get(), FAN_MARK_REMOVE | FAN_MARK_IGNORE, FAN_PRE_ACCESS, fd,
-                      nullptr) != 0 &&
-      errno != ENOENT) {
-    return Status::fromErrno(errno, "removing the fanotify ignore mark");
+  // other failure must keep the content: reads of a marked file would see the holes. The
+  // open mark goes too: the next open must allocate the missing ranges again.
+  for (auto [group, mask] : {std::pair{contentGroup_.get(), uint64_t{FAN_PRE_ACCESS}},
+                             std::pair{openGroup_.get(), uint64_t{FAN_OPEN_PERM}}}) {
+    if (::fanotify_mark(group, FAN_MARK_REMOVE | FAN_MARK_IGNORE, mask, fd, nullptr) != 0 &&
+        errno != ENOENT) {
+      return Status::fromErrno(errno, "removing the fanotify ignore mark");
+    }
   }
   return Status::ok();
 }
@@ -302,11 +312,36 @@ std::optional<std::string> FanotifyFrontend::pathOrDeny(PermissionEvent& ev) con
 
 void FanotifyFrontend::handleContent(PermissionEvent& ev) {
   try {
+    // The inode the reader holds: after a change at the remote the name refers to a new
+    // one, and the old one must not be filled (nor the new one in its place). A replaced
+    // inode that is complete reads as the version it was opened at, whole; any other fails
+    // (docs/SEMANTICS.md, "Changes").
+    struct stat st {};
+    if (::fstat(ev.fd(), &st) != 0) {
+      log::warn("read: fstat of the event's file: {}", std::strerror(errno));
+      ev.deny(EIO);
+      return;
+    }
+    const bool replaced = st.st_nlink == 0;
+    if (replaced && cache::inodeComplete(ev.fd())) {
+      addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
+      ev.allow();
+      return;
+    }
     auto path = pathOrDeny(ev);
     if (!path) return;
     uint64_t offset = ev.hasRange() ? ev.offset() : 0;
     uint64_t count = ev.hasRange() ? ev.count() : UINT64_MAX;
-    auto full = hydrator_.ensure(*path, offset, count);
+    // A count of 0 is the kernel's "to the end of the file": a clone (FICLONE, what `cp`
+    // tries first on xfs and btrfs) reports [0, +0). A zero-length read looks the same and
+    // pays for the rest of the file: the two cannot be told apart.
+    if (count == 0) count = UINT64_MAX;
+    if (replaced) {
+      log::warn("read '{}': the file changed at the remote while it was open", *path);
+      ev.deny(EIO);
+      return;
+    }
+    auto full = hydrator_.ensure(*path, offset, count, static_cast<uint64_t>(st.st_ino));
     if (!full) {
       log::warn("read '{}' [{}, +{}): {}", *path, offset, count, full.status().message());
       ev.deny(fanotifyErrno(full.status().code()));
@@ -317,6 +352,69 @@ void FanotifyFrontend::handleContent(PermissionEvent& ev) {
   } catch (const std::exception& e) {
     log::error("unexpected error serving a read: {}", e.what());
     if (!ev.answered()) ev.deny(EIO);
+  }
+}
+
+void FanotifyFrontend::handleFileOpen(PermissionEvent& ev) {
+  try {
+    auto path = pathOrDeny(ev);
+    if (!path) return;
+    struct stat st {};
+    if (::fstat(ev.fd(), &st) != 0) {
+      log::warn("open '{}': fstat of the event's file: {}", *path, std::strerror(errno));
+      ev.deny(EIO);
+      return;
+    }
+    const auto ino = static_cast<uint64_t>(st.st_ino);
+    if (st.st_nlink == 0) {  // replaced by a change at the remote meanwhile: nothing to do
+      ev.allow();
+      return;
+    }
+    auto full = hydrator_.prepareOpen(*path, ino);
+    if (full && *full) {
+      // Complete: no more events of any kind for this inode while it stays in memory.
+      addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
+      addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM);
+      ev.allow();
+      return;
+    }
+    if (!full) {
+      // The open itself goes on: reads still fetch or fail; only a copy tool that trusts
+      // st_blocks could now skip the missing ranges (docs/SEMANTICS.md, "Copies").
+      log::warn("open '{}': {}; copy tools that look for holes may copy zeros", *path,
+                full.status().message());
+    }
+    // Not complete: the allocation lasts while the file is open. Its closes are watched
+    // (an evictable inode mark: an open file's inode stays in memory); each one gives the
+    // space back if no one has the file open any more (handleFileClose).
+    if (::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CLOSE_NOWRITE,
+                        ev.fd(), nullptr) != 0) {
+      log::warn("open '{}': watching its closes: {}", *path, std::strerror(errno));
+    }
+    ev.allow();
+  } catch (const std::exception& e) {
+    log::error("unexpected error serving a file open: {}", e.what());
+    if (!ev.answered()) ev.deny(EIO);
+  }
+}
+
+void FanotifyFrontend::handleFileClose(UniqueFd fd) {
+  try {
+    // Close events of one file are merged by the kernel: they say "closed at least once",
+    // not how often. Whether anyone still has the file open is asked of the kernel itself
+    // (a lease, in Hydrator::releaseAllocation), once this descriptor is closed too.
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || st.st_nlink == 0) return;  // replaced: space goes with it
+    auto path = relPathOf(fd.get());
+    if (!path) return;
+    fd.reset();
+    auto released = hydrator_.releaseAllocation(*path, static_cast<uint64_t>(st.st_ino));
+    if (!released && released.status().code() != ESTALE && released.status().code() != ENOENT) {
+      log::warn("close '{}': giving back the space of its missing ranges: {}", *path,
+                released.status().message());
+    }
+  } catch (const std::exception& e) {
+    log::error("unexpected error after a file close: {}", e.what());
   }
 }
 

@@ -9,8 +9,13 @@
 // - Two groups, because one mark may not combine pre-content events with FAN_ONDIR (the
 //   kernel answers EEXIST): a pre-content group with FAN_PRE_ACCESS for file content, and a
 //   content group with FAN_OPEN_PERM | FAN_ONDIR for directory opens (list on demand). The
-//   latter also fires for every file open; those are allowed at once and get an evictable
-//   ignore mark so the inode raises no more open events.
+//   latter also fires for every file open: a file not yet complete gets its missing ranges
+//   allocated first (Hydrator::prepareOpen), so that copy tools deciding by st_blocks read it
+//   instead of skipping "holes" with SEEK_DATA (which raises no event). An evictable inode
+//   mark reports its closes (FAN_CLOSE_NOWRITE, a notification; the kernel merges them):
+//   after a close, once no one has it open (a lease tells), what is still missing is given
+//   back (Hydrator::releaseAllocation). A complete file gets evictable ignore marks for
+//   FAN_PRE_ACCESS and FAN_OPEN_PERM at once (dropped again before a release).
 // - A file that is fully present and recorded gets an evictable ignore mark for
 //   FAN_PRE_ACCESS: later reads raise no event at all and run at native speed. The mark goes
 //   away when the inode is evicted; the next read raises one event, is found full in the
@@ -75,6 +80,8 @@ class FanotifyFrontend final : public Frontend {
   void readGroup(int groupFd, bool contentGroup);
   void handleContent(PermissionEvent& ev);
   void handleDirOpen(PermissionEvent& ev);
+  void handleFileOpen(PermissionEvent& ev);
+  void handleFileClose(UniqueFd fd);
   Result<std::string> relPathOf(int fd) const;
   // The event's path relative to the mount point, or nullopt after denying it with EIO.
   std::optional<std::string> pathOrDeny(PermissionEvent& ev) const;

@@ -541,6 +541,12 @@ Status FuseFrontend::statPath(const std::string& path, struct stat* st) const {
   if (::fstatat(dir->get(), name.c_str(), st, AT_SYMLINK_NOFOLLOW) != 0) {
     return Status::fromErrno(errno, fmt::format("cache '{}'", path));
   }
+  if (S_ISREG(st->st_mode)) {
+    // A file not yet complete is sparse in the cache, but through this mount every byte
+    // reads as the source's: it must not look sparse, or `tar --sparse` (st_blocks 0:
+    // "all holes") and `cp` skip what they believe are holes. Blocks as if present.
+    st->st_blocks = std::max<blkcnt_t>(st->st_blocks, (st->st_size + 511) / 512);
+  }
   return Status::ok();
 }
 
@@ -651,22 +657,23 @@ void FuseFrontend::read(FuseRequest& req, uint64_t ino, size_t size, int64_t off
     return;
   }
   auto offset = static_cast<uint64_t>(off);
-  auto ready = hydrator_.ensure(*path, offset, size);
-  if (!ready) {
-    log::warn("read '{}' [{}, +{}): {}", *path, offset, size, ready.status().message());
-    req.err(fuseReadErrno(ready.status().code()));
-    return;
-  }
   const int fd = static_cast<int>(fi->fh);
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     req.err(EIO);
     return;
   }
-  if (st.st_nlink == 0) {
-    // The cache file was replaced (the remote object changed): this open file's bytes
-    // would be the old version's holes.
-    req.err(ESTALE);
+  // The inode this handle reads: the Hydrator refuses (ESTALE) if the name now refers to
+  // another one (the remote changed the file), instead of filling that one while this
+  // handle reads the old. A replaced inode that is complete reads as its version, whole.
+  const bool replacedComplete = st.st_nlink == 0 && cache::inodeComplete(fd);
+  auto ready = replacedComplete
+                   ? Result<bool>(true)
+                   : hydrator_.ensure(*path, offset, size, static_cast<uint64_t>(st.st_ino));
+  if (ready && st.st_nlink == 0 && !replacedComplete) ready = Status::error(ESTALE, "replaced");
+  if (!ready) {
+    log::warn("read '{}' [{}, +{}): {}", *path, offset, size, ready.status().message());
+    req.err(fuseReadErrno(ready.status().code()));
     return;
   }
   auto buf = std::make_unique_for_overwrite<char[]>(size);

@@ -329,7 +329,7 @@ TEST(MetaDbOpenTest, MigratesV3DatabaseAndBuildsTotals) {
   ASSERT_TRUE(db.isOk()) << db.status().message();
   auto v = (*db)->getSetting("schema_version");
   ASSERT_TRUE(v.isOk() && v->has_value());
-  EXPECT_EQ(**v, "4");
+  EXPECT_EQ(**v, std::to_string(MetaDb::kSchemaVersion));
   auto st = (*db)->stats();
   ASSERT_TRUE(st.isOk());
   EXPECT_EQ(st->files, 3u);

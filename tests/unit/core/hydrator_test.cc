@@ -47,6 +47,7 @@ class HydratorTest : public ::testing::Test {
     hc.maxFetch = 4 * kChunk;
     hc.readahead = 8 * kChunk;
     hc.syncInterval = std::chrono::milliseconds(20);
+    hc.io.sync = syncFile_;
     hydrator_ = std::make_unique<Hydrator>(remote_, *cache_, hc);
   }
 
@@ -65,7 +66,14 @@ class HydratorTest : public ::testing::Test {
     return out;
   }
 
+  uint64_t treeIno(const std::string& path) {
+    struct stat st {};
+    return ::stat((tmp_.path() + "/cache/tree/" + path).c_str(), &st) == 0
+               ? static_cast<uint64_t>(st.st_ino) : 0;
+  }
+
   hsm::testing::TempDir tmp_;
+  std::function<int(int, bool)> syncFile_;  // set before open(): the sync seam
   FakeRemote remote_;
   std::unique_ptr<cache::CacheStore> cache_;
   std::unique_ptr<Hydrator> hydrator_;
@@ -207,6 +215,129 @@ TEST_F(HydratorTest, RecordedStateSurvivesRestartAndUnrecordedIsRefetched) {
   EXPECT_EQ(remote_.reads(), reads);
   ASSERT_TRUE(hydrator_->ensure("big", kChunk * 19, kChunk).isOk());
   EXPECT_EQ(remote_.reads(), reads + 1);
+}
+
+TEST_F(HydratorTest, ZeroLengthRequestFetchesNothing) {
+  auto r = hydrator_->ensure("big", kChunk * 3, 0);
+  ASSERT_TRUE(r.isOk());
+  EXPECT_FALSE(*r);
+  EXPECT_EQ(remote_.reads(), 0);
+}
+
+// Issue 13, item 7: a source that delivers bytes past the range asked for fails the fetch
+// with EPROTO, and not one byte lands outside the range.
+TEST_F(HydratorTest, BytesPastTheRangeFailTheFetchAndAreNotWritten) {
+  remote_.setLongBy(100);
+  auto r = hydrator_->ensure("big", kChunk * 5, 4096);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), EPROTO);
+  EXPECT_EQ(cached("big", kChunk * 6, 100), std::string(100, '\0'));
+  auto info = hydrator_->info("big");
+  ASSERT_TRUE(info.isOk());
+  EXPECT_EQ(info->bytesPresent, 0u);  // the piece that reached past the range was refused
+  remote_.setLongBy(0);
+}
+
+// Issue 13, item 5: a failed fdatasync is reported once per descriptor; what it covered is
+// not recorded, goes back to missing, is fetched again, and only then recorded.
+TEST_F(HydratorTest, FailedSyncIsNeverRecordedAndIsRefetched) {
+  std::atomic<int> failures{1};
+  syncFile_ = [&](int fd, bool full) {
+    if (failures.fetch_sub(1) > 0) {
+      errno = EIO;
+      return -1;
+    }
+    return full ? ::fsync(fd) : ::fdatasync(fd);
+  };
+  reopen();
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 5, kChunk).isOk());
+  EXPECT_FALSE(hydrator_->flush().isOk());
+  EXPECT_EQ(hydrator_->stats().syncErrors, 1u);
+  auto row = cache_->db().get("big");
+  ASSERT_TRUE(row.isOk() && row->has_value());
+  EXPECT_EQ((*row)->bytesPresent, 0u);  // nothing recorded
+  auto info = hydrator_->info("big");
+  EXPECT_EQ(info->bytesPresent, 0u);  // and nothing believed present
+  const int reads = remote_.reads();
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 5, kChunk).isOk());
+  EXPECT_EQ(remote_.reads(), reads + 1);  // fetched again
+  ASSERT_TRUE(hydrator_->flush().isOk());
+  row = cache_->db().get("big");
+  EXPECT_EQ((*row)->bytesPresent, kChunk);
+  // Every recorded chunk holds the source's bytes.
+  EXPECT_EQ(cached("big", kChunk * 5, kChunk), patternBytes(kChunk * 20 + 123, 2).substr(kChunk * 5, kChunk));
+}
+
+// Issue 13, item 4: a row never lends its present-map to another inode. A crash can leave
+// the name on an inode the row does not describe: its content is fetched again.
+TEST_F(HydratorTest, RowOfAnotherInodeIsNotTrusted) {
+  ASSERT_TRUE(hydrator_->ensure("small", 0, 1000).isOk());
+  ASSERT_TRUE(hydrator_->flush().isOk());
+  hydrator_.reset();
+  const std::string tree = tmp_.path() + "/cache/tree/small";
+  const std::string other = tmp_.path() + "/cache/tree/.other";
+  int fd = ::open(other.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 1000), 0);
+  ::close(fd);
+  ASSERT_EQ(::rename(other.c_str(), tree.c_str()), 0);
+  reopen();
+  const int reads = remote_.reads();
+  ASSERT_TRUE(hydrator_->ensure("small", 0, 1000).isOk());
+  EXPECT_EQ(remote_.reads(), reads + 1);
+  EXPECT_EQ(cached("small", 0, 1000), patternBytes(1000, 1));
+  auto row = cache_->db().get("small");
+  EXPECT_EQ((*row)->ino, treeIno("small"));
+}
+
+TEST_F(HydratorTest, RequestForAnotherInodeIsStale) {
+  const uint64_t ino = treeIno("big");
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 2, 10, ino).isOk());
+  auto r = hydrator_->ensure("big", kChunk * 7, 10, ino + 1000000);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), ESTALE);
+}
+
+// A file being opened stops looking sparse (copy tools decide by st_blocks) and gets its
+// space back when released.
+TEST_F(HydratorTest, PrepareOpenAllocatesMissingRangesAndKeepsBytes) {
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 5, 10).isOk());
+  auto full = hydrator_->prepareOpen("big", treeIno("big"));
+  ASSERT_TRUE(full.isOk()) << full.status().message();
+  EXPECT_FALSE(*full);
+  struct stat st {};
+  ASSERT_EQ(::stat((tmp_.path() + "/cache/tree/big").c_str(), &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, kChunk * 20 + 123);
+  ASSERT_TRUE(hydrator_->ensure("big", 0, UINT64_MAX).isOk());
+  EXPECT_EQ(cached("big", 0, kChunk * 21), patternBytes(kChunk * 20 + 123, 2));
+  auto small = hydrator_->prepareOpen("empty", treeIno("empty"));
+  ASSERT_TRUE(small.isOk());
+  EXPECT_TRUE(*small);  // complete: nothing to allocate
+}
+
+TEST_F(HydratorTest, ReleaseAllocationGivesBackOnlyWhatIsMissing) {
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 5, 10).isOk());
+  ASSERT_TRUE(hydrator_->prepareOpen("big", treeIno("big")).isOk());
+  {
+    auto other = cache_->openBeneath("big", O_RDONLY);  // someone has it open: kept
+    auto kept = hydrator_->releaseAllocation("big", treeIno("big"));
+    ASSERT_TRUE(kept.isOk());
+    EXPECT_FALSE(*kept);
+  }
+  auto released = hydrator_->releaseAllocation("big", treeIno("big"));
+  ASSERT_TRUE(released.isOk()) << released.status().message();
+  EXPECT_TRUE(*released);
+  struct stat st {};
+  ASSERT_EQ(::stat((tmp_.path() + "/cache/tree/big").c_str(), &st), 0);
+  EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, 2 * kChunk);  // about the one chunk
+  EXPECT_EQ(st.st_mtim.tv_sec, 1'700'000'000);  // the source's mtime, still
+  EXPECT_EQ(st.st_mtim.tv_nsec, 123'456'789);
+  std::string src = patternBytes(kChunk * 20 + 123, 2);
+  EXPECT_EQ(cached("big", kChunk * 5, kChunk), src.substr(kChunk * 5, kChunk));
+  const int reads = remote_.reads();
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 5, kChunk).isOk());
+  EXPECT_EQ(remote_.reads(), reads);  // still present
+  EXPECT_EQ(hydrator_->releaseAllocation("big", treeIno("big") + 1000000).status().code(), ESTALE);
 }
 
 // Release tests: the lease protocol of Hydrator::release.

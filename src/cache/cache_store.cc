@@ -14,6 +14,7 @@
 #include <cstring>
 #include <set>
 
+#include "cache/meta_db.h"
 #include "util/log.h"
 #include "util/rel_path.h"
 
@@ -128,6 +129,69 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   cs->db_ = std::move(*db);
   if (Status r = cs->takeReserve(); !r) log::warn("{}", r.message());
   return cs;
+}
+
+CacheStore::~CacheStore() = default;
+
+Result<uint64_t> CacheStore::bind(const std::string& sourceDesc, uint64_t chunkSize) {
+  auto src = db_->getSetting("source");
+  if (!src) return src.status();
+  if (src->has_value() && **src != sourceDesc) {
+    return Status::error(EEXIST, fmt::format("cache '{}' holds '{}', not '{}': choose another "
+                                             "--cache directory",
+                                             dir_, **src, sourceDesc));
+  }
+  if (!src->has_value()) HSM_RETURN_IF_ERROR(db_->setSetting("source", sourceDesc));
+  auto chunk = db_->getSetting("chunk_size");
+  if (!chunk) return chunk.status();
+  if (chunk->has_value()) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull((*chunk)->c_str(), &end, 10);
+    if (end == (*chunk)->c_str() || *end != '\0' || v == 0) {
+      return Status::error(EPROTO, fmt::format("cache '{}': bad chunk size '{}'", dir_, **chunk));
+    }
+    return static_cast<uint64_t>(v);
+  }
+  HSM_RETURN_IF_ERROR(db_->setSetting("chunk_size", std::to_string(chunkSize)));
+  return chunkSize;
+}
+
+Result<std::optional<EntryRow>> CacheStore::entry(const std::string& path) { return db_->get(path); }
+
+Status CacheStore::addRoot(const Entry& root) {
+  auto row = db_->get("");
+  if (!row) return row.status();
+  if (row->has_value()) return Status::ok();
+  Entry e = root;
+  e.type = EntryType::kDir;
+  auto up = db_->upsertEntry("", e);
+  return up ? Status::ok() : up.status();
+}
+
+Status CacheStore::touchListing(const std::string& dir, int64_t listedAt) {
+  return db_->touchListing(dir, listedAt);
+}
+Result<CacheStats> CacheStore::stats() { return db_->stats(); }
+Result<uint64_t> CacheStore::contentBytes() { return db_->contentBytes(); }
+Result<std::vector<ReleaseCandidate>> CacheStore::releaseCandidates(size_t limit) {
+  return db_->releaseCandidates(limit);
+}
+Status CacheStore::touchAccess(const std::string& path, int64_t ns) {
+  return db_->touchAccess(path, ns);
+}
+Result<uint64_t> CacheStore::setPinned(const std::string& path, bool pinned) {
+  return db_->setPinned(path, pinned);
+}
+Result<std::vector<FileRef>> CacheStore::filesUnder(const std::string& path) {
+  return db_->filesUnder(path);
+}
+Result<std::vector<std::string>> CacheStore::unlistedDirsUnder(const std::string& path,
+                                                               size_t limit) {
+  return db_->unlistedDirsUnder(path, limit);
+}
+Result<std::vector<std::string>> CacheStore::unlistedDirs(size_t limit,
+                                                          const std::optional<std::string>& after) {
+  return db_->unlistedDirs(limit, after);
 }
 
 Status CacheStore::takeReserve() const {

@@ -26,14 +26,18 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "cache/meta_db.h"
+#include "cache/index_types.h"
+#include "util/status.h"
 #include "util/entry.h"
 #include "util/unique_fd.h"
 
 namespace hsm::cache {
+
+class MetaDb;
 
 // Whether the cache file open at `fd` holds its version's content complete and durable
 // (its state attribute says "full": set only after fsync and record). For an inode that a
@@ -50,7 +54,42 @@ class CacheStore {
   std::string treePath() const { return dir_ + "/tree"; }
   std::string metaPath() const { return dir_ + "/meta"; }
   int treeFd() const { return treeFd_.get(); }
+  ~CacheStore();
+  CacheStore(const CacheStore&) = delete;
+  CacheStore& operator=(const CacheStore&) = delete;
+
+  // The index, for code of src/cache/ and for tests (its header is private to src/cache/:
+  // scripts/check-layers.sh). Everyone else uses the operations below.
   MetaDb& db() { return *db_; }
+
+  // Binds the cache to the source `sourceDesc` (Remote::describe()) and returns its chunk
+  // size: a new cache takes `chunkSize` and remembers both; an existing one keeps its own
+  // chunk size (its range maps use it). EEXIST if the cache holds another source.
+  Result<uint64_t> bind(const std::string& sourceDesc, uint64_t chunkSize);
+
+  // The index's row of `path` (nullopt: not in the tree).
+  Result<std::optional<EntryRow>> entry(const std::string& path);
+  // The root directory's own row, from the remote's root entry, if there is none yet.
+  Status addRoot(const Entry& root);
+  // `dir`'s listing was found unchanged at `listedAt` (s).
+  Status touchListing(const std::string& dir, int64_t listedAt);
+  // Totals (O(1)), and the bytes present (the quota's measure; O(1)).
+  Result<CacheStats> stats();
+  Result<uint64_t> contentBytes();
+  // Files with content and no pin, least recently used first, up to `limit`.
+  Result<std::vector<ReleaseCandidate>> releaseCandidates(size_t limit);
+  // `path`'s content was used at `ns` (CLOCK_REALTIME; only moves forward).
+  Status touchAccess(const std::string& path, int64_t ns);
+  // Pins (or unpins) the file `path` or every file below the directory `path`; returns
+  // how many changed.
+  Result<uint64_t> setPinned(const std::string& path, bool pinned);
+  // The files of the subtree at `path` (a file: itself), in path order.
+  Result<std::vector<FileRef>> filesUnder(const std::string& path);
+  // Directories not yet listed at or below `path`, up to `limit`; and all of them, in
+  // path order after `after`, as a cursor (O(log n + limit)).
+  Result<std::vector<std::string>> unlistedDirsUnder(const std::string& path, size_t limit);
+  Result<std::vector<std::string>> unlistedDirs(size_t limit,
+                                                const std::optional<std::string>& after = {});
 
   // Opens an entry of the tree (O_CLOEXEC added). Symlinks are never followed.
   Result<UniqueFd> openBeneath(const std::string& path, int flags) const;

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <unordered_set>
 
+#include "cache/meta_db.h"
 #include "util/log.h"
 
 namespace hsm::cache {

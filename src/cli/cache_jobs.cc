@@ -49,7 +49,7 @@ class Job {
     if (op_ == "unpin" || op_ == "pin") {
       uint64_t changed = 0;
       for (const auto& p : paths_) {
-        auto n = ctx_.cache.db().setPinned(p, op_ == "pin");
+        auto n = ctx_.cache.setPinned(p, op_ == "pin");
         if (!n) return n.status();
         changed += *n;
       }
@@ -63,7 +63,7 @@ class Job {
   Status collect(std::vector<cache::FileRef>* files) {
     for (const auto& p : paths_) {
       if (!validateRelPath(p)) return Status::error(EINVAL, fmt::format("bad path '{}'", p));
-      auto row = ctx_.cache.db().get(p);
+      auto row = ctx_.cache.entry(p);
       if (!row) return row.status();
       if (!row->has_value()) {
         return Status::error(ENOENT, fmt::format("'{}' is not in the mirrored tree (not listed yet?)",
@@ -77,7 +77,7 @@ class Job {
         }
         HSM_RETURN_IF_ERROR(listSubtree(p));
       }
-      auto under = ctx_.cache.db().filesUnder(p);
+      auto under = ctx_.cache.filesUnder(p);
       if (!under) return under.status();
       files->insert(files->end(), under->begin(), under->end());
     }
@@ -89,7 +89,7 @@ class Job {
     auto last = Clock::now();
     // Bounded: every round lists at least one directory or ends.
     for (int round = 0; round < 1000000 && !cancelled(); ++round) {
-      auto dirs = ctx_.cache.db().unlistedDirsUnder(dir, failed.size() + 64);
+      auto dirs = ctx_.cache.unlistedDirsUnder(dir, failed.size() + 64);
       if (!dirs) return dirs.status();
       size_t fresh = 0;
       for (const auto& d : *dirs) {

@@ -177,23 +177,10 @@ class Daemon {
 
  private:
   Status checkCacheSettings() {
-    auto& db = cache_->db();
-    auto src = db.getSetting("source");
-    if (!src) return src.status();
-    std::string desc = remote_->describe();
-    if (src->has_value() && **src != desc) {
-      return Status::error(EEXIST, fmt::format("cache '{}' holds '{}', not '{}': choose another "
-                                               "--cache directory",
-                                               config_.cacheDir, **src, desc));
-    }
-    if (!src->has_value()) HSM_RETURN_IF_ERROR(db.setSetting("source", desc));
-    auto chunk = db.getSetting("chunk_size");
+    // The cache's range maps use its own chunk size; it refuses another source.
+    auto chunk = cache_->bind(remote_->describe(), config_.chunkSize);
     if (!chunk) return chunk.status();
-    if (chunk->has_value()) {
-      config_.chunkSize = std::stoull(**chunk);  // the cache's range maps use its own chunk size
-    } else {
-      HSM_RETURN_IF_ERROR(db.setSetting("chunk_size", std::to_string(config_.chunkSize)));
-    }
+    config_.chunkSize = *chunk;
     return Status::ok();
   }
 
@@ -285,7 +272,7 @@ class Daemon {
     counter("eviction_busy_total", "Releases skipped because the file was in use", d(hs.releaseBusy));
     counter("eviction_passes_total", "Eviction passes", d(es.passes));
     counter("eviction_cache_full_total", "Release passes forced by a full cache filesystem", d(es.cacheFull));
-    if (auto used = cache_->db().contentBytes()) {
+    if (auto used = cache_->contentBytes()) {
       gauge("cache_content_bytes", "Content present in the cache (recorded)", d(*used));
     }
     gauge("cache_quota_bytes", "--cache-size (0: none)", d(config_.cacheSize));
@@ -311,7 +298,7 @@ class Daemon {
   nlohmann::json status(const std::string& path) {
     if (!validateRelPath(path)) return {{"ok", false}, {"error", "bad path"}, {"errno", EINVAL}};
     if (!path.empty()) {
-      auto row = cache_->db().get(path);
+      auto row = cache_->entry(path);
       if (!row) return {{"ok", false}, {"error", row.status().message()}, {"errno", EIO}};
       if (!row->has_value()) {
         return {{"ok", false},
@@ -338,7 +325,7 @@ class Daemon {
       }
       return j;
     }
-    auto st = cache_->db().stats();
+    auto st = cache_->stats();
     if (!st) return {{"ok", false}, {"error", st.status().message()}, {"errno", EIO}};
     auto crawl = populator_->stats();
     auto fe = frontend_->stats();

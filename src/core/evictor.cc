@@ -85,7 +85,7 @@ bool Evictor::freeSpaceNow() {
 
 Result<EvictorStats> Evictor::freeSpace() {
   cacheFullPasses_++;
-  auto used = cache_.db().contentBytes();
+  auto used = cache_.contentBytes();
   if (!used) return used.status();
   uint64_t target = *used - std::min(*used, std::max<uint64_t>(*used / 10, 64 << 20));
   if (config_.quotaBytes > 0) {
@@ -112,7 +112,7 @@ bool Evictor::usedSince(const cache::ReleaseCandidate& c) {
     return false;
   }
   const int64_t atimeNs = static_cast<int64_t>(st.st_atim.tv_sec) * 1000000000 + st.st_atim.tv_nsec;
-  Status s = cache_.db().touchAccess(c.path, atimeNs);
+  Status s = cache_.touchAccess(c.path, atimeNs);
   if (!s) log::warn("eviction: recording the use of '{}': {}", c.path, s.message());
   struct timespec ts[2] = {st.st_mtim, {0, UTIME_OMIT}};
   if (::futimens(fd->get(), ts) != 0) {
@@ -125,7 +125,7 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
   std::lock_guard pass(passMu_);
   passes_++;
   const auto started = std::chrono::steady_clock::now();
-  auto usage = cache_.db().contentBytes();
+  auto usage = cache_.contentBytes();
   if (!usage) return usage.status();
   uint64_t used = *usage;
   const auto quota = static_cast<double>(config_.quotaBytes);
@@ -139,7 +139,7 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
     std::unordered_set<std::string> seen;  // handled in this pass (released, busy, spared)
     // Bounded: every round marks at least one new candidate as seen, or ends the pass.
     for (int round = 0; round < 100000 && used > target; ++round) {
-      auto cands = cache_.db().releaseCandidates(seen.size() + config_.batch);
+      auto cands = cache_.releaseCandidates(seen.size() + config_.batch);
       if (!cands) return cands.status();
       std::vector<Hydrator::ReleaseRequest> reqs;
       size_t fresh = 0;

@@ -535,7 +535,7 @@ Result<FileInfo> Hydrator::info(const std::string& path) {
       return fi;
     }
   }
-  auto row = cache_.db().get(path);
+  auto row = cache_.entry(path);
   if (!row) return row.status();
   if (!row->has_value() || (*row)->type != EntryType::kFile) {
     return Status::error(ENOENT, fmt::format("'{}' is not a file of the mirrored tree", path));

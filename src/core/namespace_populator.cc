@@ -45,15 +45,12 @@ NamespacePopulator::~NamespacePopulator() { stop(); }
 
 Status NamespacePopulator::start() {
   started_ = std::chrono::steady_clock::now();
-  auto root = cache_.db().get("");
+  auto root = cache_.entry("");
   if (!root) return root.status();
   if (!root->has_value()) {
     auto re = remote_.rootEntry();
     if (!re) return re.status();
-    Entry e = *re;
-    e.type = EntryType::kDir;
-    auto up = cache_.db().upsertEntry("", e);
-    if (!up) return up.status();
+    HSM_RETURN_IF_ERROR(cache_.addRoot(*re));
   }
   HSM_RETURN_IF_ERROR(ensureListed(""));
   {
@@ -94,7 +91,7 @@ void NamespacePopulator::refillLocked(std::unique_lock<std::mutex>& lock) {
   refilling_ = true;
   const std::optional<std::string> after = scanCursor_;
   lock.unlock();  // the index's lock ranks below ours
-  auto batch = cache_.db().unlistedDirs(batch_, after);
+  auto batch = cache_.unlistedDirs(batch_, after);
   lock.lock();
   refilling_ = false;
   if (!batch) {
@@ -142,7 +139,7 @@ Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate,
     cv_.wait(lock, [&] { return stopping_ || active_.count(dir) == 0; });
     if (stopping_) return Status::error(ECANCELED, "daemon stopping");
   }
-  auto row = cache_.db().get(dir);
+  auto row = cache_.entry(dir);
   if (!row) return row.status();
   if (!row->has_value() || (*row)->type != EntryType::kDir) {
     return Status::error(ENOENT, fmt::format("'{}' is not a directory of the mirrored tree",
@@ -169,7 +166,7 @@ Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate,
   if (!listed) {
     // Another listing may have finished between our read of the row and our claim (the
     // crawl can hold a directory twice: queued when found and read back from the index).
-    auto again = cache_.db().get(dir);
+    auto again = cache_.entry(dir);
     if (again && again->has_value() && (*again)->state == cache::kDirListed) {
       if (listedAt) *listedAt = (*again)->listedAt;
       {
@@ -206,7 +203,7 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
   if (!listing) return listing.status();
   const int64_t now = nowSec();
   if (listing->notModified) {
-    HSM_RETURN_IF_ERROR(cache_.db().touchListing(dir, now));
+    HSM_RETURN_IF_ERROR(cache_.touchListing(dir, now));
     std::lock_guard lock(mu_);
     revalidated_++;
     return Status::ok();
@@ -281,7 +278,7 @@ CrawlStats NamespacePopulator::stats() const {
   // lookup in the partial index, before our lock: the index's lock ranks below it).
   bool unlistedLeft = false;
   if (parallel_ == 0) {
-    auto left = cache_.db().unlistedDirs(1);
+    auto left = cache_.unlistedDirs(1);
     unlistedLeft = !left || !left->empty();
   }
   std::lock_guard lock(mu_);

@@ -839,7 +839,7 @@ Result<std::string> FuseFrontend::stateOf(const std::string& path, const struct 
     return std::string(cache::stateName(info->state));
   }
   if (S_ISDIR(st.st_mode)) {
-    auto row = cache_.db().get(path);
+    auto row = cache_.entry(path);
     if (!row) return row.status();
     if (!row->has_value()) return Status::error(ENODATA, "not in the index");
     return std::string((*row)->state == cache::kDirListed ? "listed" : "unlisted");

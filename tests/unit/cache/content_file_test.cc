@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/meta_db.h"
 #include "temp_dir.h"
 
 namespace hsm::cache {

@@ -1,10 +1,10 @@
-#include "cache/meta_db.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
 #include <random>
 
+#include "cache/meta_db.h"
 #include "temp_dir.h"
 
 namespace hsm::cache {

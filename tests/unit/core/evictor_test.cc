@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/meta_db.h"
 #include "core/namespace_populator.h"
 #include "fake_remote.h"
 #include "temp_dir.h"

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/meta_db.h"
 #include "fake_remote.h"
 #include "temp_dir.h"
 

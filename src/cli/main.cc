@@ -33,6 +33,7 @@
 #include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
 #include "util/log.h"
+#include "util/unique_fd.h"
 
 namespace hsm::cli {
 namespace {
@@ -88,6 +89,70 @@ std::string displaySource(const std::string& source) {
   auto at = source.rfind('@', slash);
   if (at == std::string::npos || at < scheme) return source;
   return source.substr(0, scheme + 3) + source.substr(at + 1);
+}
+
+// Overwrites, in place, every secret this process was given in its arguments: the values of
+// --user/-u, the values of --header/-H (their names stay), and the user:password@ part of a
+// URL. /proc/PID/cmdline (what `ps` shows every local user) reads this memory, for this
+// process and for the daemon it forks, for as long as they live. Call after parsing.
+void scrubSecretArguments(int argc, char** argv) {
+  auto blank = [](char* p) {
+    for (; *p != '\0'; ++p) *p = '*';
+  };
+  auto blankHeaderValue = [&](char* p) {
+    if (char* colon = std::strchr(p, ':')) blank(colon + 1);
+    else blank(p);
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a(argv[i]);
+    const bool user = a == "--user" || a == "-u";
+    const bool header = a == "--header" || a == "-H";
+    if ((user || header) && i + 1 < argc) {
+      ++i;
+      if (user) blank(argv[i]);
+      else blankHeaderValue(argv[i]);
+      continue;
+    }
+    if (a.starts_with("--user=")) blank(argv[i] + 7);
+    else if (a.starts_with("-u") && a.size() > 2 && a[2] != '-') blank(argv[i] + 2);
+    else if (a.starts_with("--header=")) blankHeaderValue(argv[i] + 9);
+    else if (a.starts_with("-H") && a.size() > 2) blankHeaderValue(argv[i] + 2);
+    // user:password@ of a URL, wherever it stands (the source, --header=... aside).
+    const auto scheme = a.find("://");
+    if (scheme == std::string_view::npos) continue;
+    const auto slash = a.find('/', scheme + 3);
+    const auto at = a.rfind('@', slash);
+    if (at == std::string_view::npos || at < scheme) continue;
+    for (size_t k = scheme + 3; k < at; ++k) argv[i][k] = '*';
+  }
+}
+
+// "user:password" from a credentials file (--credentials): its first line. Refused unless
+// it is a regular file owned by the caller and neither group nor others may read it (as
+// davfs2 and s3fs require of theirs).
+Result<std::string> readCredentials(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return Status::fromErrno(errno, fmt::format("credentials file '{}'", path));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::fromErrno(errno, path);
+  if (!S_ISREG(st.st_mode)) {
+    return Status::error(EINVAL, fmt::format("credentials file '{}' is not a regular file", path));
+  }
+  if (st.st_uid != ::getuid() || (st.st_mode & 077) != 0) {
+    return Status::error(EACCES, fmt::format("credentials file '{}' must be owned by you and not "
+                                             "readable by others (chmod 600 '{}')", path, path));
+  }
+  std::string text(4096, '\0');
+  ssize_t n = ::read(fd.get(), text.data(), text.size());
+  if (n < 0) return Status::fromErrno(errno, path);
+  text.resize(static_cast<size_t>(n));
+  text = text.substr(0, text.find('\n'));
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (text.find(':') == std::string::npos) {
+    return Status::error(EINVAL, fmt::format("credentials file '{}': the first line must be "
+                                             "USER:PASSWORD", path));
+  }
+  return text;
 }
 
 bool isInside(const std::string& path, const std::string& dir) {
@@ -601,7 +666,9 @@ int main(int argc, char** argv) {
   mount->add_option("--metrics", metricsArg, "Serve Prometheus metrics at http://ADDR:PORT/metrics ([ADDR:]PORT; ADDR defaults to 127.0.0.1)");
   mount->add_flag("--debug", config.debug, "Verbose logging");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
-  mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (prefer --netrc)");
+  mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (hidden from ps once parsed; prefer --credentials)");
+  std::string credentialsArg;
+  mount->add_option("--credentials", credentialsArg, "HTTP: basic auth from FILE, whose first line is USER:PASSWORD (mode 0600, yours)");
   mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc");
   mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
   mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds without progress before a transfer fails")->capture_default_str();
@@ -634,6 +701,13 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    scrubSecretArguments(argc, argv);
+    if (!credentialsArg.empty()) {
+      if (!config.user.empty()) throw CLI::ValidationError("--credentials", "give --user or --credentials, not both");
+      auto cred = readCredentials(credentialsArg);
+      if (!cred) throw CLI::ValidationError("--credentials", cred.status().message());
+      config.user = *cred;
+    }
     if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg);
     if (!metricsArg.empty()) {
       auto addr = parseMetricsAddress(metricsArg);

@@ -46,9 +46,27 @@ def _wait_ready(url, proc, log, timeout=20):
     raise RuntimeError("server at %s not ready after %ss" % (url, timeout))
 
 
+AUTH_USER, AUTH_PASSWORD = "alice", "s3cr3t-pw"  # the "-auth" variants' only account
+
+
+def _htpasswd(path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    with open(path, "w") as f:
+        f.write("%s:%s\n" % (AUTH_USER, crypt.crypt(AUTH_PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))))
+
+
 def _nginx(root, d, port, variant):
-    """Variants: html, html-approx, json; a "-rate-<R>" suffix adds limit_rate R."""
+    """Variants: html, html-approx, json; a "-rate-<R>" suffix adds limit_rate R; an "-auth"
+    suffix requires basic auth as AUTH_USER:AUTH_PASSWORD."""
     rate = ""
+    auth = ""
+    if variant and variant.endswith("-auth"):
+        variant = variant[:-len("-auth")]
+        _htpasswd(os.path.join(d, "htpasswd"))
+        auth = 'auth_basic "fanhsm"; auth_basic_user_file %s/htpasswd;' % d
     if variant and "-rate-" in variant:
         variant, r = variant.split("-rate-")
         rate = "limit_rate %s;" % r
@@ -70,10 +88,10 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     root {root};
-    location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; {rate} }}
+    location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; {rate} {auth} }}
   }}
 }}
-""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate))
+""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate, auth=auth))
     return ["/usr/sbin/nginx", "-c", conf, "-p", d]
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import WAIT_S, changed_errno, wait_for
+from conftest import WAIT_S, changed_errno, run, wait_for
 from servers import available, web_server
 from tree_util import rand_bytes, read_all, write
 
@@ -208,6 +208,44 @@ def test_http_credentials_never_logged(mounter, served, workdir):
         log = open(os.path.join(m.cache, "meta", "fanhsm.log")).read()
         assert "s3cr3t" not in log
         assert read_all(os.path.join(m.mountpoint, "empty")) == b""
+
+
+def _cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+@pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
+def test_http_secrets_are_not_in_any_process_arguments(mounter, served, workdir, fanhsm):
+    """Issue #15, item 1: --user, a URL's user:password@ and --header values were in the
+    daemon's /proc/PID/cmdline (what `ps` shows every local user) for its whole life. Now they
+    are overwritten once parsed; --credentials FILE (0600, the caller's) keeps them out of
+    argv altogether, and a file others may read is refused."""
+    from servers import AUTH_PASSWORD, AUTH_USER
+    with web_server("nginx", served, workdir, "json-auth") as url:
+        expected = read_all(os.path.join(served, "one-mib"))
+        secret_url = url.replace("http://", "http://%s:%s@" % (AUTH_USER, AUTH_PASSWORD))
+        for extra, source in [(["--user", "%s:%s" % (AUTH_USER, AUTH_PASSWORD),
+                                "-H", "X-Api-Key: tok-98765"], url),
+                              (["--header=X-Api-Key: tok-98765"], secret_url)]:
+            m = mounter(source, extra=extra)
+            assert read_all(os.path.join(m.mountpoint, "one-mib")) == expected  # authenticated
+            for pid in {m.pid, m.status()["worker"]["pid"]}:
+                cmd = _cmdline(pid)
+                assert AUTH_PASSWORD not in cmd and "tok-98765" not in cmd, cmd
+                assert "X-Api-Key:" in cmd or "__worker" in cmd  # the header's name stays
+            m.cleanup()
+        cred = os.path.join(workdir, "cred")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (AUTH_USER, AUTH_PASSWORD))
+        os.chmod(cred, 0o644)
+        refused = run([fanhsm, "mount", "--credentials", cred, url, os.path.join(workdir, "mp")],
+                      check=False)
+        assert refused.returncode != 0 and "chmod 600" in refused.stderr, refused.stderr
+        os.chmod(cred, 0o600)
+        m = mounter(url, extra=["--credentials", cred])
+        assert read_all(os.path.join(m.mountpoint, "one-mib")) == expected
+        assert AUTH_PASSWORD not in _cmdline(m.pid)
 
 
 def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):

@@ -33,6 +33,7 @@
 #include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
 #include "util/log.h"
+#include "util/printable.h"
 #include "util/unique_fd.h"
 
 namespace hsm::cli {
@@ -41,7 +42,7 @@ namespace {
 constexpr const char* kVersion = "0.1.0";
 
 int fail(const std::string& msg) {
-  std::cerr << "fanhsm: " << msg << "\n";
+  std::cerr << "fanhsm: " << printable(msg) << "\n";
   return 1;
 }
 
@@ -604,7 +605,7 @@ int doCacheJob(const std::string& op, const std::vector<std::string>& paths, boo
                                humanBytes(secs > 0 ? static_cast<uint64_t>(static_cast<double>(fetched) / secs) : 0),
                                op == "pin" ? "; pinned" : "");
       if (r.value("failed", 0) > 0) {
-        for (const auto& e : r["errors"]) std::cerr << "fanhsm: " << e.get<std::string>() << "\n";
+        for (const auto& e : r["errors"]) std::cerr << "fanhsm: " << printable(e.get<std::string>()) << "\n";
         rc = fail(fmt::format("{}: {} failed", op, r.value("failed", 0)));
       }
     } else if (op == "release") {

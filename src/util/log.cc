@@ -7,6 +7,8 @@
 #include <ctime>
 #include <string>
 
+#include "util/printable.h"
+
 namespace hsm::log {
 namespace {
 std::atomic<int> gLevel{static_cast<int>(Level::kInfo)};
@@ -18,6 +20,8 @@ void setLevel(Level level) { gLevel = static_cast<int>(level); }
 void setFd(int fd) { gFd = fd; }
 bool enabled(Level level) { return static_cast<int>(level) >= gLevel.load(std::memory_order_relaxed); }
 
+// One line per message, whatever it holds: names from a server cannot inject escape
+// sequences or forge lines (util/printable.h).
 void write(Level level, std::string_view line) {
   auto now = std::chrono::system_clock::now();
   std::time_t t = std::chrono::system_clock::to_time_t(now);
@@ -27,7 +31,7 @@ void write(Level level, std::string_view line) {
   std::string out = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z fanhsm[{}] {}: {}\n",
                                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                                 tm.tm_min, tm.tm_sec, ms, ::getpid(),
-                                kNames[static_cast<int>(level)], line);
+                                kNames[static_cast<int>(level)], printable(line));
   ssize_t n = ::write(gFd.load(), out.data(), out.size());
   (void)n;  // nowhere left to report a failed log write
 }

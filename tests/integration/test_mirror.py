@@ -503,6 +503,25 @@ def test_writes_through_the_mount_fail_and_change_nothing(mounter, src):
     assert snapshot(src) == before_meta and content_hashes(src) == before_data
 
 
+def test_names_with_escape_codes_reach_no_terminal_raw(mounter, workdir, fanhsm):
+    """Issue #15, item 5: a source's names may carry control characters (here a terminal
+    title sequence and a forged log line); fanhsm's messages (fetch errors on the terminal,
+    the daemon's log) show them escaped, never raw."""
+    root = os.path.join(workdir, "src")
+    evil = "evil\x1b]0;pwned\x07\nforged error.bin"
+    write(os.path.join(root, evil), rand_bytes(MIB, 40))
+    m = mounter(root)
+    m.wait_crawl()
+    assert os.listdir(m.mountpoint) == [evil]  # the name itself is served as it is
+    os.unlink(os.path.join(root, evil))  # its fetch will fail: an error naming it
+    r = run([fanhsm, "fetch", os.path.join(m.mountpoint, evil)], check=False)
+    assert r.returncode != 0
+    for text in (r.stdout + r.stderr, m.log_tail(200)):
+        assert "\x1b" not in text and "\x07" not in text, repr(text)
+        assert "\nforged error" not in text, repr(text)
+    assert "\\x1b]0;pwned\\x07\\x0aforged" in m.log_tail(200) + r.stderr
+
+
 def test_unreadable_source_gives_eio_and_daemon_keeps_serving(mounter, workdir, frontend):
     root = os.path.join(workdir, "src")
     for i, name in enumerate(["gone.bin", "changed.bin", "replaced.bin", "renamed.bin",

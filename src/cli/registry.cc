@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/unique_fd.h"
+
 namespace hsm::cli {
 namespace {
 
@@ -62,11 +64,14 @@ std::string socketPathFor(const std::string& mountpoint) {
   return fmt::format("{}/{:016x}.sock", runDir(), fnv1a(mountpoint));
 }
 
+// The run directory and its records are root's alone (0700, 0600): a record names the
+// source, the cache and the daemon's pid, which other local users have no need to read.
 Status ensureRunDir() {
   std::string dir = runDir();
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::fromErrno(errno, fmt::format("cannot create '{}'", dir));
   }
+  if (::chmod(dir.c_str(), 0700) != 0) return Status::fromErrno(errno, dir);
   return Status::ok();
 }
 
@@ -78,9 +83,12 @@ Status writeRecord(const MountRecord& r) {
   std::string path = recordPathFor(r.mountpoint);
   std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump() << "\n";
-    if (!out) return Status::error(EIO, fmt::format("cannot write '{}'", tmp));
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) return Status::fromErrno(errno, fmt::format("cannot write '{}'", tmp));
+    const std::string text = j.dump() + "\n";
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      return Status::error(EIO, fmt::format("cannot write '{}'", tmp));
+    }
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::fromErrno(errno, path);
   return Status::ok();

@@ -503,6 +503,18 @@ def test_writes_through_the_mount_fail_and_change_nothing(mounter, src):
     assert snapshot(src) == before_meta and content_hashes(src) == before_data
 
 
+def test_run_time_files_are_roots_alone(mounter, src, run_dir):
+    """Issue #15, item 6: the registry (source, cache, daemon pid of every mount) was
+    world-readable in /run/fanhsm."""
+    m = mounter(src)
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+    records = [os.path.join(run_dir, n) for n in os.listdir(run_dir) if n.endswith(".json")]
+    assert records
+    for r in records:
+        assert stat.S_IMODE(os.stat(r).st_mode) == 0o600, r
+    assert m.daemon_alive()
+
+
 def test_names_with_escape_codes_reach_no_terminal_raw(mounter, workdir, fanhsm):
     """Issue #15, item 5: a source's names may carry control characters (here a terminal
     title sequence and a forged log line); fanhsm's messages (fetch errors on the terminal,

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -399,7 +400,21 @@ class Daemon {
 
 }  // namespace
 
+// Every pending kernel request can hold a descriptor (an event's file, a cache file, a
+// channel to the fetch worker): the usual soft limit of 1024 is far too low for a mount
+// with many readers (issue #14, item 4). The soft limit goes up to the hard one.
+static void raiseDescriptorLimit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  const rlim_t was = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log::warn("raising the descriptor limit from {}: {}", was, std::strerror(errno));
+  }
+}
+
 int runDaemon(const MountConfig& config, int readyFd) {
+  raiseDescriptorLimit();
   // Signals are taken synchronously by the main loop; block them before any thread starts
   // so every thread inherits the mask.
   sigset_t mask;

@@ -503,6 +503,54 @@ def test_writes_through_the_mount_fail_and_change_nothing(mounter, src):
     assert snapshot(src) == before_meta and content_hashes(src) == before_data
 
 
+def test_fifos_put_in_the_source_fail_their_reads_and_block_nothing(mounter, workdir):
+    """Issue #14, item 8: someone who can write in a local source replaces listed files with
+    FIFOs. Before, each read of one blocked a worker thread in open() until a writer came:
+    every cold read on the mount hung and the daemon could not stop. Now each such read
+    fails (EIO) and the rest of the mount serves on; umount works."""
+    root = os.path.join(workdir, "src")
+    data = {"f%d.bin" % i: rand_bytes(MIB + i, 50 + i) for i in range(8)}
+    for n, d in data.items():
+        write(os.path.join(root, n), d)
+    m = mounter(root)
+    m.wait_crawl()
+    fifos = sorted(data)[:6]
+    for n in fifos:
+        os.unlink(os.path.join(root, n))
+        os.mkfifo(os.path.join(root, n))
+    # Readers as processes: if one hangs, it can be killed and the test still ends.
+    readers = {n: subprocess.Popen(["cat", os.path.join(m.mountpoint, n)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE) for n in fifos}
+    try:
+        for n, p in readers.items():
+            out, err = p.communicate(timeout=WAIT_S)
+            assert p.returncode != 0 and out == b"", n
+            assert b"Input/output error" in err or b"No such file" in err, err
+        for n in sorted(data)[6:]:
+            assert read_all(os.path.join(m.mountpoint, n)) == data[n]
+    finally:
+        for p in readers.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert m.umount().returncode == 0
+
+
+def test_daemon_raises_its_descriptor_limit(mounter, src):
+    """Issue #14, item 4: under the usual soft limit of 1024, ~1000 partially read files
+    made every read on the mount fail. The daemon takes its hard limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        m = mounter(src)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open("/proc/%d/limits" % m.pid) as f:
+        line = [l for l in f if l.startswith("Max open files")][0].split()
+    assert int(line[3]) == hard and int(line[4]) == hard, line
+
+
 def test_run_time_files_are_roots_alone(mounter, src, run_dir):
     """Issue #15, item 6: the registry (source, cache, daemon pid of every mount) was
     world-readable in /run/fanhsm."""

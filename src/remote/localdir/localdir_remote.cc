@@ -116,7 +116,13 @@ Result<Listing> LocalDirRemote::list(const std::string& dir, const std::string& 
 
 Status LocalDirRemote::read(const std::string& path, const ObjectVersion& version,
                             uint64_t offset, uint64_t length, ByteSink& sink) {
-  auto fd = openBeneath(path, O_RDONLY);
+  // O_NONBLOCK: whoever can write in the source may put a FIFO where a listed file was;
+  // a blocking open would wait for a writer forever (and hold a worker thread, and the
+  // reader). Only a regular file is read; anything else fails this file alone.
+  auto fd = openBeneath(path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+  if (!fd && fd.status().code() == ENXIO) {  // a socket
+    return Status::error(ENOENT, fmt::format("source '{}/{}' is no longer a regular file", root_, path));
+  }
   if (!fd) return fd.status();
   struct stat st {};
   if (::fstat(fd->get(), &st) != 0) return Status::fromErrno(errno, "fstat");

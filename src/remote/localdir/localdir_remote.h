@@ -3,7 +3,9 @@
 //
 // Every path is resolved beneath the source root with openat2(RESOLVE_BENEATH |
 // RESOLVE_NO_SYMLINKS), so a symlink inside the source is reported as a symlink and never
-// followed, and nothing outside the source is read. The source is opened O_RDONLY only.
+// followed, and nothing outside the source is read. The source is opened O_RDONLY only,
+// and files O_NONBLOCK: a FIFO or socket put where a listed file was fails that file alone
+// (ENOENT, "no longer a regular file") instead of blocking a reader and a worker thread.
 // Versions are "<size>:<mtime ns>:<inode>"; a file whose version changed fails with
 // ESTALE. Thread-safe: no mutable state after construction.
 #pragma once

@@ -1,8 +1,11 @@
 #include "remote/localdir/localdir_remote.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -67,6 +70,31 @@ TEST_F(LocalDirTest, ReadsRangesAndChecksVersion) {
   ::unlink((root_ + "/sub/file").c_str());
   StringSink gone;
   EXPECT_EQ(remote_->read("sub/file", s->entries[0].version, 0, 5, gone).code(), ENOENT);
+}
+
+// Issue #14, item 8: a FIFO put where a listed file was made the read block in open()
+// until a writer came (forever); a socket answered ENXIO. Both now fail that file alone.
+TEST_F(LocalDirTest, SpecialFileWhereAFileWasFailsAtOnce) {
+  auto s = remote_->list("sub", "");
+  ASSERT_TRUE(s.isOk());
+  const std::string version = s->entries[0].version;
+  ASSERT_EQ(::unlink((root_ + "/sub/file").c_str()), 0);
+  ASSERT_EQ(::mkfifo((root_ + "/sub/file").c_str(), 0644), 0);
+  StringSink fifo;  // on the old code this call never returned
+  EXPECT_EQ(remote_->read("sub/file", version, 0, 5, fifo).code(), ENOENT);
+  EXPECT_TRUE(fifo.out.empty());
+  ASSERT_EQ(::unlink((root_ + "/sub/file").c_str()), 0);
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  const std::string sp = root_ + "/sub/file";
+  ASSERT_LT(sp.size(), sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, sp.c_str(), sp.size() + 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr), 0);
+  StringSink socket;
+  EXPECT_EQ(remote_->read("sub/file", version, 0, 5, socket).code(), ENOENT);
+  ::close(sock);
 }
 
 TEST_F(LocalDirTest, NeverFollowsSymlinks) {

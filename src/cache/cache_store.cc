@@ -159,13 +159,13 @@ Result<uint64_t> CacheStore::bind(const std::string& sourceDesc, uint64_t chunkS
 Result<std::optional<EntryRow>> CacheStore::entry(const std::string& path) { return db_->get(path); }
 
 Status CacheStore::addRoot(const Entry& root) {
-  auto row = db_->get("");
-  if (!row) return row.status();
-  if (row->has_value()) return Status::ok();
   Entry e = root;
   e.type = EntryType::kDir;
+  // Also when the row exists (it keeps its listed state): the mount's policy may differ
+  // from the last mount's, and the root shows this one's.
   auto up = db_->upsertEntry("", e);
-  return up ? Status::ok() : up.status();
+  if (!up) return up.status();
+  return setAttrs("", e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid);
 }
 
 Status CacheStore::touchListing(const std::string& dir, int64_t listedAt) {
@@ -247,10 +247,21 @@ bool sameTime(const struct timespec& a, int64_t ns) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
 
-// Gives the open file or directory `fd` the mode and mtime (and atime) of the remote, where
-// they differ: setting them moves its ctime, which archivers compare.
+// Gives the open file or directory `fd` the owner (unless -1), mode and mtime (and atime) of
+// the remote, where they differ: setting them moves its ctime, which archivers compare.
 Status setAttrsIfChanged(int fd, const struct stat& st, uint32_t mode, int64_t mtimeNs,
-                         const std::string& path) {
+                         const std::string& path, int64_t uid, int64_t gid) {
+  // Owner first: chown clears set-id bits, which the mode then sets again.
+  if ((uid >= 0 && st.st_uid != static_cast<uid_t>(uid)) ||
+      (gid >= 0 && st.st_gid != static_cast<gid_t>(gid))) {
+    if (::fchown(fd, uid >= 0 ? static_cast<uid_t>(uid) : static_cast<uid_t>(-1),
+                 gid >= 0 ? static_cast<gid_t>(gid) : static_cast<gid_t>(-1)) != 0) {
+      return Status::fromErrno(errno, fmt::format("cache chown '{}'", displayPath(path)));
+    }
+    if (::fchmod(fd, mode & 07777) != 0) {
+      return Status::fromErrno(errno, fmt::format("cache chmod '{}'", displayPath(path)));
+    }
+  }
   if ((st.st_mode & 07777) != (mode & 07777) && ::fchmod(fd, mode & 07777) != 0) {
     return Status::fromErrno(errno, fmt::format("cache chmod '{}'", displayPath(path)));
   }
@@ -290,6 +301,11 @@ Result<uint64_t> CacheStore::makeFile(const Entry& e, int dirFd, const std::stri
   const char* state = stateName(e.size == 0 ? State::kFull : State::kEmpty);
   if (::fsetxattr(f.get(), kStateXattr, state, std::strlen(state), 0) != 0 && errno != ENOTSUP) {
     return Status::fromErrno(errno, fmt::format("cache setxattr '{}'", what));
+  }
+  if ((e.uid >= 0 || e.gid >= 0) &&
+      ::fchown(f.get(), e.uid >= 0 ? static_cast<uid_t>(e.uid) : static_cast<uid_t>(-1),
+               e.gid >= 0 ? static_cast<gid_t>(e.gid) : static_cast<gid_t>(-1)) != 0) {
+    return Status::fromErrno(errno, fmt::format("cache chown '{}'", what));
   }
   if (::fchmod(f.get(), e.mode ? e.mode & 07777 : 0644) != 0) {
     return Status::fromErrno(errno, fmt::format("cache chmod '{}'", what));
@@ -356,7 +372,7 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
         if (!exists && ::mkdirat(dfd->get(), e.name.c_str(), 0755) != 0 && errno != EEXIST) {
           return Status::fromErrno(errno, fmt::format("cache mkdir '{}'", displayPath(path)));
         }
-        HSM_RETURN_IF_ERROR(setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs));
+        HSM_RETURN_IF_ERROR(setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid));
         out.subdirs.push_back(path);
         break;
       }
@@ -378,6 +394,12 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
           }
         } else if (::symlinkat(e.linkTarget.c_str(), dfd->get(), e.name.c_str()) != 0) {
           return Status::fromErrno(errno, fmt::format("cache symlink '{}'", displayPath(path)));
+        }
+        if ((e.uid >= 0 || e.gid >= 0) &&
+            ::fchownat(dfd->get(), e.name.c_str(), e.uid >= 0 ? static_cast<uid_t>(e.uid) : static_cast<uid_t>(-1),
+                       e.gid >= 0 ? static_cast<gid_t>(e.gid) : static_cast<gid_t>(-1),
+                       AT_SYMLINK_NOFOLLOW) != 0) {
+          return Status::fromErrno(errno, fmt::format("cache chown '{}'", displayPath(path)));
         }
         struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
         if (::utimensat(dfd->get(), e.name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -402,7 +424,8 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
           inos[i] = {static_cast<uint64_t>(st.st_ino), false};
           auto fd = openBeneath(path, O_RDONLY | O_NOFOLLOW);
           if (!fd) return fd.status();
-          HSM_RETURN_IF_ERROR(setAttrsIfChanged(fd->get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path));
+          HSM_RETURN_IF_ERROR(
+              setAttrsIfChanged(fd->get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path, e.uid, e.gid));
           break;
         }
         Staged s{"", e.name, path};
@@ -471,14 +494,15 @@ Result<uint64_t> CacheStore::replaceFile(const std::string& path, const EntryRow
   return *ino;
 }
 
-Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs) const {
+Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs, int64_t uid,
+                            int64_t gid) const {
   auto fd = openBeneath(path, O_RDONLY | O_DIRECTORY);
   if (!fd) return fd.status();
   struct stat st {};
   if (::fstat(fd->get(), &st) != 0) {
     return Status::fromErrno(errno, fmt::format("cache stat '{}'", displayPath(path)));
   }
-  return setAttrsIfChanged(fd->get(), st, mode, mtimeNs, path);
+  return setAttrsIfChanged(fd->get(), st, mode, mtimeNs, path, uid, gid);
 }
 
 

@@ -24,6 +24,11 @@ struct MountConfig {
   double cacheLow = 0.80;        // ... and frees down to this one
   std::string metrics;  // bind address of the Prometheus endpoint ("" : none)
   bool debug = false;
+  // Ownership and modes the view shows (core::ViewPolicy): -1 / 0: the source's.
+  int64_t uid = -1;
+  int64_t gid = -1;
+  uint32_t fileMode = 0;
+  uint32_t dirMode = 0;
   // HTTP sources
   bool insecure = false;
   std::string user;                  // "user:password"; never logged

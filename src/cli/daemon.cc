@@ -60,7 +60,7 @@ class Daemon {
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
     populator_ = std::make_unique<core::NamespacePopulator>(
         *remote_, *cache_, config_.crawlParallel, std::chrono::seconds(config_.listingTtlSeconds),
-        [h = hydrator_.get()](const std::string& path) { h->forget(path); });
+        [h = hydrator_.get()](const std::string& path) { h->forget(path); }, 10000, viewPolicy());
     HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
 
     frontend_ = makeFrontend();
@@ -177,6 +177,24 @@ class Daemon {
   }
 
  private:
+  // What the view shows as owner and modes. Content of a source that needed credentials
+  // (a password, a netrc, a header such as an API key) is for root alone unless the mount
+  // gives modes: root must not lend its credentials to every local account.
+  core::ViewPolicy viewPolicy() const {
+    core::ViewPolicy p;
+    p.uid = config_.uid;
+    p.gid = config_.gid;
+    p.fileMode = config_.fileMode;
+    p.dirMode = config_.dirMode;
+    const auto scheme = config_.source.find("://");
+    const auto slash = scheme == std::string::npos ? std::string::npos : config_.source.find('/', scheme + 3);
+    const bool urlSecret = scheme != std::string::npos && config_.source.rfind('@', slash) != std::string::npos &&
+                           config_.source.rfind('@', slash) > scheme;
+    p.ownerOnly = isUrl(config_.source) &&
+                  (!config_.user.empty() || config_.netrc || !config_.headers.empty() || urlSecret);
+    return p;
+  }
+
   Status checkCacheSettings() {
     // The cache's range maps use its own chunk size; it refuses another source.
     auto chunk = cache_->bind(remote_->describe(), config_.chunkSize);

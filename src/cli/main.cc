@@ -3,6 +3,8 @@
 //   umount MOUNTPOINT          clean stop
 //   status [--json] PATH...    state of a mount or of files under it
 #include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -635,6 +637,31 @@ uint64_t parseSize(const std::string& s) {
   }
 }
 
+// A user (`user` true) or group, by name or number.
+int64_t parseId(const std::string& s, bool user) {
+  const char* what = user ? "--uid" : "--gid";
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (!s.empty() && *end == '\0' && errno == 0 && v < 0xffffffffULL) return static_cast<int64_t>(v);
+  if (user) {
+    if (const struct passwd* pw = ::getpwnam(s.c_str())) return pw->pw_uid;
+  } else if (const struct group* gr = ::getgrnam(s.c_str())) {
+    return gr->gr_gid;
+  }
+  throw CLI::ValidationError(what, fmt::format("no {} '{}'", user ? "user" : "group", s));
+}
+
+// Permission bits, octal, 1 to 07777 (0 would make the entry unusable even to root's tools).
+uint32_t parseMode(const std::string& s, const char* what) {
+  char* end = nullptr;
+  const unsigned long v = std::strtoul(s.c_str(), &end, 8);
+  if (s.empty() || *end != '\0' || v == 0 || v > 07777) {
+    throw CLI::ValidationError(what, fmt::format("'{}' is not an octal mode such as 0644", s));
+  }
+  return static_cast<uint32_t>(v);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -665,6 +692,11 @@ int main(int argc, char** argv) {
   mount->add_option("--cache-low", config.cacheLow, "Eviction frees content down to this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   std::string metricsArg;
   mount->add_option("--metrics", metricsArg, "Serve Prometheus metrics at http://ADDR:PORT/metrics ([ADDR:]PORT; ADDR defaults to 127.0.0.1)");
+  std::string uidArg, gidArg, fileModeArg, dirModeArg;
+  mount->add_option("--uid", uidArg, "Owner of every file and directory in the view (name or number; default: the source's owner for a directory source, else root)");
+  mount->add_option("--gid", gidArg, "Group of every file and directory in the view (name or number)");
+  mount->add_option("--file-mode", fileModeArg, "Permission bits of every file, octal (default: the source's; for an HTTP source that needs credentials, without group and other bits)");
+  mount->add_option("--dir-mode", dirModeArg, "Permission bits of every directory, octal (default as --file-mode)");
   mount->add_flag("--debug", config.debug, "Verbose logging");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (hidden from ps once parsed; prefer --credentials)");
@@ -718,6 +750,10 @@ int main(int argc, char** argv) {
     if (config.cacheLow >= config.cacheHigh) {
       throw CLI::ValidationError("--cache-low", "must be below --cache-high");
     }
+    if (!uidArg.empty()) config.uid = parseId(uidArg, true);
+    if (!gidArg.empty()) config.gid = parseId(gidArg, false);
+    if (!fileModeArg.empty()) config.fileMode = parseMode(fileModeArg, "--file-mode");
+    if (!dirModeArg.empty()) config.dirMode = parseMode(dirModeArg, "--dir-mode");
     config.chunkSize = parseSize(chunkArg);
     config.readahead = parseSize(readaheadArg);
     if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {

@@ -10,11 +10,24 @@
 
 namespace hsm::core {
 
+Entry ViewPolicy::apply(Entry e) const {
+  if (uid >= 0 || e.uid < 0) e.uid = uid >= 0 ? uid : 0;
+  if (gid >= 0 || e.gid < 0) e.gid = gid >= 0 ? gid : 0;
+  const uint32_t forced = e.type == EntryType::kDir ? dirMode : (e.type == EntryType::kFile ? fileMode : 0);
+  if (forced != 0) {
+    e.mode = forced;
+  } else if (ownerOnly && e.type != EntryType::kSymlink) {
+    e.mode &= ~uint32_t{077};
+  }
+  return e;
+}
+
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
                                        size_t parallel, std::chrono::seconds ttl,
-                                       ChangedFn onChanged, size_t queueLimit)
+                                       ChangedFn onChanged, size_t queueLimit, ViewPolicy policy)
     : remote_(remote),
       cache_(cache),
+      policy_(policy),
       parallel_(parallel),
       ttl_(ttl),
       queueLimit_(std::max<size_t>(1, queueLimit)),
@@ -45,13 +58,9 @@ NamespacePopulator::~NamespacePopulator() { stop(); }
 
 Status NamespacePopulator::start() {
   started_ = std::chrono::steady_clock::now();
-  auto root = cache_.entry("");
-  if (!root) return root.status();
-  if (!root->has_value()) {
-    auto re = remote_.rootEntry();
-    if (!re) return re.status();
-    HSM_RETURN_IF_ERROR(cache_.addRoot(*re));
-  }
+  auto re = remote_.rootEntry();
+  if (!re) return re.status();
+  HSM_RETURN_IF_ERROR(cache_.addRoot(policy_.apply(*re)));
   HSM_RETURN_IF_ERROR(ensureListed(""));
   {
     // Whatever is still unlisted (a first mount: the root's subdirectories; a remount:
@@ -208,6 +217,7 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
     revalidated_++;
     return Status::ok();
   }
+  for (auto& e : listing->entries) e = policy_.apply(std::move(e));
   auto applied = cache_.applyListing(dir, listing->entries, listing->validator, now, relist);
   if (!applied) return applied.status().withContext(fmt::format("listing '{}'", displayPath(dir)));
   for (const auto& path : applied->changed) {

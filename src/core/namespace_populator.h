@@ -64,6 +64,20 @@ struct CrawlStats {
   double seconds = 0;         // since start, or total once done
 };
 
+// Who owns what the view shows, and its permission bits: the mount's policy over what the
+// source says (docs/SECURITY.md). Applied to every entry before it reaches the cache.
+struct ViewPolicy {
+  int64_t uid = -1;        // owner of every entry; -1: the source's (local), else root
+  int64_t gid = -1;        // group, likewise
+  uint32_t fileMode = 0;   // permission bits of every file; 0: the source's
+  uint32_t dirMode = 0;    // of every directory; 0: the source's
+  // Without fileMode/dirMode: take group and other bits away (an authenticated source's
+  // content is not for every local user unless the mount says so).
+  bool ownerOnly = false;
+
+  Entry apply(Entry e) const;
+};
+
 class NamespacePopulator {
  public:
   // Called with the path of a name whose cached version a listing changed or removed
@@ -74,7 +88,8 @@ class NamespacePopulator {
   // `queueLimit`: directories held in memory for the crawl (at least 1).
   NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel,
                      std::chrono::seconds ttl = std::chrono::seconds(0),
-                     ChangedFn onChanged = nullptr, size_t queueLimit = 10000);
+                     ChangedFn onChanged = nullptr, size_t queueLimit = 10000,
+                     ViewPolicy policy = {});
   ~NamespacePopulator();  // stops the crawler
   NamespacePopulator(const NamespacePopulator&) = delete;
   NamespacePopulator& operator=(const NamespacePopulator&) = delete;
@@ -115,6 +130,7 @@ class NamespacePopulator {
 
   remote::Remote& remote_;
   cache::CacheStore& cache_;
+  const ViewPolicy policy_;
   const size_t parallel_;
   const std::chrono::seconds ttl_;
   mutable std::mutex listenersMu_;  // rank 45 (leaf): listeners_

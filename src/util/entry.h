@@ -19,6 +19,8 @@ struct Entry {
   uint64_t size = 0;        // files: content length; others: 0
   int64_t mtimeNs = 0;      // modification time, ns since the epoch
   uint32_t mode = 0;        // permission bits (07777); 0 = backend default
+  int64_t uid = -1;         // owner and group where the source has them (local sources);
+  int64_t gid = -1;         // -1: the source has none (the mount's policy decides)
   std::string linkTarget;   // symlinks only
   ObjectVersion version;    // files only
 };

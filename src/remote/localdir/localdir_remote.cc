@@ -86,6 +86,10 @@ Result<Listing> LocalDirRemote::list(const std::string& dir, const std::string& 
     e.name = std::string(name);
     e.mtimeNs = mtimeNsOf(st);
     e.mode = st.st_mode & 07777;
+  e.uid = st.st_uid;
+  e.gid = st.st_gid;
+    e.uid = st.st_uid;
+    e.gid = st.st_gid;
     if (S_ISREG(st.st_mode)) {
       e.type = EntryType::kFile;
       e.size = static_cast<uint64_t>(st.st_size);

@@ -129,7 +129,7 @@ Status recvMessage(int fd, std::string* text, UniqueFd* passed) {
 
 nlohmann::json toJson(const Entry& e) {
   return {{"n", e.name}, {"t", static_cast<int>(e.type)}, {"s", e.size}, {"m", e.mtimeNs},
-          {"p", e.mode}, {"l", e.linkTarget}, {"v", e.version}};
+          {"p", e.mode}, {"l", e.linkTarget}, {"v", e.version}, {"u", e.uid}, {"g", e.gid}};
 }
 
 Entry fromJson(const nlohmann::json& j) {
@@ -141,6 +141,12 @@ Entry fromJson(const nlohmann::json& j) {
   e.mode = j.at("p").get<uint32_t>();
   e.linkTarget = j.at("l").get<std::string>();
   e.version = j.at("v").get<std::string>();
+  // An owner is a uid the daemon may give a cache file: -1 (none) or a real id.
+  e.uid = j.value("u", int64_t{-1});
+  e.gid = j.value("g", int64_t{-1});
+  if (e.uid < -1 || e.uid >= 0xffffffffLL || e.gid < -1 || e.gid >= 0xffffffffLL) {
+    throw nlohmann::json::type_error::create(302, "owner out of range", &j);
+  }
   return e;
 }
 

@@ -13,8 +13,8 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest
   e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps bc
-  # copy and archive tools the copy tests run over a mount
-  coreutils tar libarchive-tools cpio rsync
+  # copy and archive tools the copy tests run over a mount; ACLs for the security tests
+  coreutils tar libarchive-tools cpio rsync acl
 )
 # Extra packages other parts of the project list one per line (e.g. test servers).
 for list in "$here"/deps-*.txt; do

@@ -165,7 +165,7 @@ Status CacheStore::addRoot(const Entry& root) {
   // from the last mount's, and the root shows this one's.
   auto up = db_->upsertEntry("", e);
   if (!up) return up.status();
-  return setAttrs("", e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid);
+  return setAttrs("", e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid, &e.acl);
 }
 
 Status CacheStore::touchListing(const std::string& dir, int64_t listedAt) {
@@ -249,8 +249,29 @@ bool sameTime(const struct timespec& a, int64_t ns) {
 
 // Gives the open file or directory `fd` the owner (unless -1), mode and mtime (and atime) of
 // the remote, where they differ: setting them moves its ctime, which archivers compare.
+constexpr char kAclXattr[] = "system.posix_acl_access";
+
+// Gives the open file or directory `fd` the POSIX access ACL `acl` ("" : none), where it
+// differs. After any chmod: a chmod rewrites the ACL's mask.
+Status syncAcl(int fd, const std::string& acl, const std::string& path) {
+  char cur[4096];
+  const ssize_t n = ::fgetxattr(fd, kAclXattr, cur, sizeof cur);
+  if (n < 0 && errno != ENODATA && errno != ENOTSUP && errno != ERANGE) {
+    return Status::fromErrno(errno, fmt::format("cache acl '{}'", displayPath(path)));
+  }
+  const std::string have = n > 0 ? std::string(cur, static_cast<size_t>(n)) : std::string();
+  if (have == acl) return Status::ok();
+  const int rc = acl.empty() ? ::fremovexattr(fd, kAclXattr)
+                             : ::fsetxattr(fd, kAclXattr, acl.data(), acl.size(), 0);
+  if (rc != 0 && !(acl.empty() && errno == ENODATA)) {
+    return Status::fromErrno(errno, fmt::format("cache acl '{}'", displayPath(path)));
+  }
+  return Status::ok();
+}
+
 Status setAttrsIfChanged(int fd, const struct stat& st, uint32_t mode, int64_t mtimeNs,
-                         const std::string& path, int64_t uid, int64_t gid) {
+                         const std::string& path, int64_t uid, int64_t gid,
+                         const std::string* acl = nullptr) {
   // Owner first: chown clears set-id bits, which the mode then sets again.
   if ((uid >= 0 && st.st_uid != static_cast<uid_t>(uid)) ||
       (gid >= 0 && st.st_gid != static_cast<gid_t>(gid))) {
@@ -271,6 +292,7 @@ Status setAttrsIfChanged(int fd, const struct stat& st, uint32_t mode, int64_t m
       return Status::fromErrno(errno, fmt::format("cache utimens '{}'", displayPath(path)));
     }
   }
+  if (acl) HSM_RETURN_IF_ERROR(syncAcl(fd, *acl, path));
   return Status::ok();
 }
 
@@ -310,6 +332,7 @@ Result<uint64_t> CacheStore::makeFile(const Entry& e, int dirFd, const std::stri
   if (::fchmod(f.get(), e.mode ? e.mode & 07777 : 0644) != 0) {
     return Status::fromErrno(errno, fmt::format("cache chmod '{}'", what));
   }
+  if (!e.acl.empty()) HSM_RETURN_IF_ERROR(syncAcl(f.get(), e.acl, path));
   struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
   if (::futimens(f.get(), ts) != 0) {
     return Status::fromErrno(errno, fmt::format("cache utimens '{}'", what));
@@ -372,7 +395,7 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
         if (!exists && ::mkdirat(dfd->get(), e.name.c_str(), 0755) != 0 && errno != EEXIST) {
           return Status::fromErrno(errno, fmt::format("cache mkdir '{}'", displayPath(path)));
         }
-        HSM_RETURN_IF_ERROR(setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid));
+        HSM_RETURN_IF_ERROR(setAttrs(path, e.mode ? e.mode : 0755, e.mtimeNs, e.uid, e.gid, &e.acl));
         out.subdirs.push_back(path);
         break;
       }
@@ -425,7 +448,7 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
           auto fd = openBeneath(path, O_RDONLY | O_NOFOLLOW);
           if (!fd) return fd.status();
           HSM_RETURN_IF_ERROR(
-              setAttrsIfChanged(fd->get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path, e.uid, e.gid));
+              setAttrsIfChanged(fd->get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path, e.uid, e.gid, &e.acl));
           break;
         }
         Staged s{"", e.name, path};
@@ -495,14 +518,14 @@ Result<uint64_t> CacheStore::replaceFile(const std::string& path, const EntryRow
 }
 
 Status CacheStore::setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs, int64_t uid,
-                            int64_t gid) const {
+                            int64_t gid, const std::string* acl) const {
   auto fd = openBeneath(path, O_RDONLY | O_DIRECTORY);
   if (!fd) return fd.status();
   struct stat st {};
   if (::fstat(fd->get(), &st) != 0) {
     return Status::fromErrno(errno, fmt::format("cache stat '{}'", displayPath(path)));
   }
-  return setAttrsIfChanged(fd->get(), st, mode, mtimeNs, path, uid, gid);
+  return setAttrsIfChanged(fd->get(), st, mode, mtimeNs, path, uid, gid, acl);
 }
 
 

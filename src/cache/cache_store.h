@@ -97,10 +97,10 @@ class CacheStore {
 
   // Applies one listing of directory `dir` (already in the tree and the index) to both:
   //  - a new name is created: directories, symlinks, and files sparse at full size with
-  //    owner (Entry::uid/gid, where not -1), mode, mtime and the state attribute (a file
+  //    owner (Entry::uid/gid, where not -1), mode, POSIX ACL, mtime and the state attribute (a file
   //    appears whole, at its size: made as an O_TMPFILE and linked in);
-  //  - a file whose version and size are unchanged keeps its inode and content (owner, mode
-  //    and mtime are set only where they differ, so its ctime does not move);
+  //  - a file whose version and size are unchanged keeps its inode and content (owner, mode,
+  //    ACL and mtime are set only where they differ, so its ctime does not move);
   //  - a file whose version or size changed, or whose inode is not the one its row knows,
   //    gets a new empty inode (see the contract above);
   //  - a name that changed type is removed with everything below it, then created;
@@ -121,10 +121,10 @@ class CacheStore {
   // name. For a row found naming another inode than the tree's, or of another size (a
   // crash between the steps above). Returns the new inode.
   Result<uint64_t> replaceFile(const std::string& path, const EntryRow& row) const;
-  // Gives directory `path` `mode` and `mtimeNs` (and owner `uid`:`gid` unless -1), where
-  // they differ.
+  // Gives directory `path` `mode` and `mtimeNs` (and owner `uid`:`gid` unless -1, and the
+  // POSIX access ACL `*acl` if given, "" for none), where they differ.
   Status setAttrs(const std::string& path, uint32_t mode, int64_t mtimeNs, int64_t uid = -1,
-                  int64_t gid = -1) const;
+                  int64_t gid = -1, const std::string* acl = nullptr) const;
   // Removes entry `name` of directory `dir` from the tree, a directory with everything
   // below it. Never follows symlinks. ENOENT if it is not there.
   Status removeEntry(const std::string& dir, const std::string& name) const;

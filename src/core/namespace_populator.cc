@@ -11,6 +11,8 @@
 namespace hsm::core {
 
 Entry ViewPolicy::apply(Entry e) const {
+  // The source's ACL speaks of its own owners and modes: not of ones the mount imposes.
+  if (uid >= 0 || gid >= 0 || fileMode != 0 || dirMode != 0 || ownerOnly) e.acl.clear();
   if (uid >= 0 || e.uid < 0) e.uid = uid >= 0 ? uid : 0;
   if (gid >= 0 || e.gid < 0) e.gid = gid >= 0 ? gid : 0;
   const uint32_t forced = e.type == EntryType::kDir ? dirMode : (e.type == EntryType::kFile ? fileMode : 0);

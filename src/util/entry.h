@@ -21,6 +21,7 @@ struct Entry {
   uint32_t mode = 0;        // permission bits (07777); 0 = backend default
   int64_t uid = -1;         // owner and group where the source has them (local sources);
   int64_t gid = -1;         // -1: the source has none (the mount's policy decides)
+  std::string acl;          // POSIX access ACL (the system.posix_acl_access value); "" none
   std::string linkTarget;   // symlinks only
   ObjectVersion version;    // files only
 };

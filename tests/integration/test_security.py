@@ -52,6 +52,27 @@ def test_local_source_owners_and_modes_are_the_views(mounter, open_workdir):
     assert read_as(OTHER, os.path.join(m.mountpoint, "public.bin"))[0] == 0
 
 
+@pytest.mark.frontend_only("fanotify", reason="the FUSE frontend does not enable POSIX ACLs "
+                                              "(FUSE_POSIX_ACL): its permission checks use modes")
+def test_local_source_acls_are_the_views(mounter, open_workdir):
+    """Before: a file an ACL denies to a user was readable by that user through the view
+    (the ACL was not mirrored, and the mode alone granted it)."""
+    root = os.path.join(open_workdir, "src")
+    data = rand_bytes(3000, 65)
+    write(os.path.join(root, "acl.bin"), data, mode=0o644)
+    write(os.path.join(root, "granted.bin"), data, mode=0o600)
+    os.chmod(root, 0o755)
+    subprocess.run(["setfacl", "-m", "u:%d:---" % OTHER, os.path.join(root, "acl.bin")], check=True)
+    subprocess.run(["setfacl", "-m", "u:%d:r" % OTHER, os.path.join(root, "granted.bin")], check=True)
+    m = mounter(root)
+    m.wait_crawl()
+    assert read_as(OTHER, os.path.join(root, "acl.bin"))[0] != 0  # the source denies it
+    assert read_as(OTHER, os.path.join(m.mountpoint, "acl.bin"))[0] != 0  # so does the view
+    assert read_as(NOBODY, os.path.join(m.mountpoint, "acl.bin")) == (0, data)
+    assert read_as(OTHER, os.path.join(m.mountpoint, "granted.bin")) == (0, data)  # ACL grants
+    assert read_as(NOBODY, os.path.join(m.mountpoint, "granted.bin"))[0] != 0
+
+
 def test_mount_options_set_owner_and_modes(mounter, open_workdir):
     root = os.path.join(open_workdir, "src")
     data = rand_bytes(5000, 63)

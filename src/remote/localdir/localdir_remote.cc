@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,15 @@
 
 namespace hsm::remote {
 namespace {
+
+// The POSIX access ACL of `name` in the directory open at `dirFd` ("" if it has none, or
+// the filesystem has no ACLs). Through /proc/self/fd: the last component is not followed.
+std::string accessAcl(int dirFd, const char* name) {
+  const std::string path = fmt::format("/proc/self/fd/{}/{}", dirFd, name);
+  char buf[4096];
+  const ssize_t n = ::lgetxattr(path.c_str(), "system.posix_acl_access", buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
 
 ObjectVersion versionOf(const struct stat& st) {
   return fmt::format("{}:{}:{}", st.st_size,
@@ -86,10 +96,9 @@ Result<Listing> LocalDirRemote::list(const std::string& dir, const std::string& 
     e.name = std::string(name);
     e.mtimeNs = mtimeNsOf(st);
     e.mode = st.st_mode & 07777;
-  e.uid = st.st_uid;
-  e.gid = st.st_gid;
     e.uid = st.st_uid;
     e.gid = st.st_gid;
+    if (!S_ISLNK(st.st_mode)) e.acl = accessAcl(dfd->get(), de->d_name);
     if (S_ISREG(st.st_mode)) {
       e.type = EntryType::kFile;
       e.size = static_cast<uint64_t>(st.st_size);
@@ -171,6 +180,9 @@ Result<Entry> LocalDirRemote::rootEntry() {
   Entry e;
   e.type = EntryType::kDir;
   e.mode = st.st_mode & 07777;
+  e.uid = st.st_uid;
+  e.gid = st.st_gid;
+  e.acl = accessAcl(rootFd_.get(), ".");
   e.mtimeNs = mtimeNsOf(st);
   return e;
 }

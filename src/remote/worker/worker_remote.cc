@@ -127,9 +127,39 @@ Status recvMessage(int fd, std::string* text, UniqueFd* passed) {
 
 // --- entries as JSON -------------------------------------------------------------------
 
+// Binary strings travel as hex: a JSON string must be valid UTF-8.
+std::string toHex(const std::string& bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+std::string fromHex(const std::string& hex) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  if (hex.size() % 2 != 0 || hex.size() > 16384) throw std::invalid_argument("bad hex");
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = digit(hex[i]), lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) throw std::invalid_argument("bad hex");
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
 nlohmann::json toJson(const Entry& e) {
-  return {{"n", e.name}, {"t", static_cast<int>(e.type)}, {"s", e.size}, {"m", e.mtimeNs},
-          {"p", e.mode}, {"l", e.linkTarget}, {"v", e.version}, {"u", e.uid}, {"g", e.gid}};
+  nlohmann::json j = {{"n", e.name}, {"t", static_cast<int>(e.type)}, {"s", e.size}, {"m", e.mtimeNs},
+                      {"p", e.mode}, {"l", e.linkTarget}, {"v", e.version}, {"u", e.uid}, {"g", e.gid}};
+  if (!e.acl.empty()) j["a"] = toHex(e.acl);
+  return j;
 }
 
 Entry fromJson(const nlohmann::json& j) {
@@ -144,6 +174,13 @@ Entry fromJson(const nlohmann::json& j) {
   // An owner is a uid the daemon may give a cache file: -1 (none) or a real id.
   e.uid = j.value("u", int64_t{-1});
   e.gid = j.value("g", int64_t{-1});
+  if (j.contains("a")) {
+    try {
+      e.acl = fromHex(j.at("a").get<std::string>());
+    } catch (const std::invalid_argument&) {
+      throw nlohmann::json::type_error::create(302, "acl is not hex", &j);
+    }
+  }
   if (e.uid < -1 || e.uid >= 0xffffffffLL || e.gid < -1 || e.gid >= 0xffffffffLL) {
     throw nlohmann::json::type_error::create(302, "owner out of range", &j);
   }

@@ -75,6 +75,25 @@ Status removeContents(int dfd, int depth) {
   return Status::ok();
 }
 
+// A directory that exists, is not empty and holds no cache (no meta/index.db) is someone
+// else's: it is not taken over (and made 0700). An empty one, a filesystem's root with only
+// lost+found, or an existing cache are fine.
+Status refuseForeignDir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return Status::ok();  // created below (or the error is reported there)
+  struct stat st {};
+  if (::fstatat(fd.get(), "meta/index.db", &st, 0) == 0) return Status::ok();
+  auto names = namesIn(fd.get());
+  if (!names) return names.status();
+  for (const auto& n : *names) {
+    if (n == "lost+found" || n == "meta" || n == "tree" || n == "staging") continue;
+    return Status::error(EEXIST, fmt::format("'{}' is not empty and is not a fanhsm cache (it "
+                                             "holds '{}'): give --cache a new or empty directory",
+                                             dir, n));
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 bool inodeComplete(int fd) {
@@ -91,6 +110,7 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   for (size_t pos = 1; pos < cacheDir.size(); ++pos) {
     if (cacheDir[pos] == '/') HSM_RETURN_IF_ERROR(makeDir(cacheDir.substr(0, pos), 0755));
   }
+  HSM_RETURN_IF_ERROR(refuseForeignDir(cacheDir));
   HSM_RETURN_IF_ERROR(makeDir(cacheDir, 0700));
   if (::chmod(cacheDir.c_str(), 0700) != 0) return Status::fromErrno(errno, cacheDir);
   HSM_RETURN_IF_ERROR(makeDir(cs->metaPath(), 0700));

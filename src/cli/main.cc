@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -163,10 +164,24 @@ bool isInside(const std::string& path, const std::string& dir) {
                          (path[dir.size()] == '/' || dir == "/"));
 }
 
+// /var/cache/fanhsm/<mount point, escaped as systemd-escape --path does>: "/" becomes "-",
+// and "-" itself (and anything but letters, digits, ":", "_" and a "." not leading) becomes
+// \xNN, so /mnt/a-b and /mnt/a/b get different caches.
 std::string defaultCacheDir(const std::string& mountpoint) {
+  std::string path = mountpoint;
+  while (!path.empty() && path.front() == '/') path.erase(path.begin());
+  while (!path.empty() && path.back() == '/') path.pop_back();
   std::string name;
-  for (char c : mountpoint) name.push_back(c == '/' ? '-' : c);
-  while (!name.empty() && name.front() == '-') name.erase(name.begin());
+  for (size_t i = 0; i < path.size(); ++i) {
+    const auto c = static_cast<unsigned char>(path[i]);
+    if (c == '/') {
+      name.push_back('-');
+    } else if (std::isalnum(c) || c == ':' || c == '_' || (c == '.' && i != 0)) {
+      name.push_back(static_cast<char>(c));
+    } else {
+      name += fmt::format("\\x{:02x}", c);
+    }
+  }
   if (name.empty()) name = "root";
   return "/var/cache/fanhsm/" + name;
 }
@@ -677,7 +692,7 @@ int main(int argc, char** argv) {
   auto* mount = app.add_subcommand("mount", "Mount SOURCE at MOUNTPOINT (returns once it is usable)");
   mount->add_option("SOURCE", sourceArg, "What to mirror: a directory (local, NFS...) or an http(s):// directory listing URL")->required();
   mount->add_option("MOUNTPOINT", mpArg, "Empty directory where the tree appears")->required();
-  mount->add_option("--cache", cacheArg, "Cache directory on ext4, xfs or btrfs (default: /var/cache/fanhsm/<mount point>)");
+  mount->add_option("--cache", cacheArg, "Cache directory on ext4, xfs or btrfs: new, empty, or a fanhsm cache (default: /var/cache/fanhsm/<mount point, systemd-escaped>)");
   mount->add_option("--frontend", config.frontend, "Kernel interface: fanotify (pre-content events, native speed for present files) or fuse "
                    "(works on any cache filesystem, e.g. tmpfs; every read passes through the daemon)")->capture_default_str();
   mount->add_flag("--foreground,-f", config.foreground, "Stay in the foreground and log to stderr");

@@ -284,7 +284,8 @@ class Mount:
         """Mounts (again); `frontend` switches the frontend for this and later mounts."""
         if frontend:
             self.frontend = frontend
-        r = run([self.fanhsm, "mount", "--frontend", self.frontend, "--cache", self.cache] +
+        cache = ["--cache", self.cache] if self.cache else []  # none: fanhsm's default
+        r = run([self.fanhsm, "mount", "--frontend", self.frontend] + cache +
                 self.extra + [self.source, self.mountpoint], check=False)
         pid = registry_pid(self.mountpoint)
         if pid:
@@ -319,7 +320,7 @@ class Mount:
         return self.pid is not None and is_fanhsm(self.pid)
 
     def log_tail(self, n=60):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TypeError):
             with open(os.path.join(self.cache, "meta", "fanhsm.log"), errors="replace") as f:
                 return "".join(f.readlines()[-n:])
         return "(no log)"
@@ -363,8 +364,9 @@ def mounter(fanhsm, cachefs, run_dir, workdir, frontend, request):
     def make(source, cache=None, mountpoint=None, extra=(), do_mount=True, frontend=frontend):
         mp = mountpoint or os.path.join(workdir, "mnt%d" % len(mounts))
         os.makedirs(mp, exist_ok=True)
-        m = Mount(fanhsm, source, mp, cache or os.path.join(cachefs, os.path.basename(workdir),
-                                                              "cache%d" % len(mounts)),
+        # cache=False: no --cache (fanhsm's default place); None: a fresh one on the run's fs.
+        m = Mount(fanhsm, source, mp, cache if cache is not None else
+                  os.path.join(cachefs, os.path.basename(workdir), "cache%d" % len(mounts)),
                   frontend, extra)
         mounts.append(m)
         if do_mount:

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from conftest import WAIT_S, changed_errno, is_fanhsm, mounts_below, require_pre_access, run, wait_for
+from conftest import (WAIT_S, changed_errno, is_fanhsm, mounts_below, pre_access_unsupported,
+                      require_pre_access, run, wait_for)
 from tree_util import content_hashes, rand_bytes, read_all, snapshot, write
 
 MIB = 1 << 20
@@ -549,6 +550,36 @@ def test_daemon_raises_its_descriptor_limit(mounter, src):
     with open("/proc/%d/limits" % m.pid) as f:
         line = [l for l in f if l.startswith("Max open files")][0].split()
     assert int(line[3]) == hard and int(line[4]) == hard, line
+
+
+def test_default_caches_of_similar_mount_points_differ(fanhsm, mounter, src, workdir, frontend):
+    """Issue #15, item 6: /mnt/a-b and /mnt/a/b got the same default cache directory.
+    Names are escaped as systemd-escape --path does ("-" becomes \\x2d). A --cache that is
+    someone else's non-empty directory is refused, not taken over."""
+    if frontend == "fanotify" and pre_access_unsupported("/var/cache"):
+        pytest.skip("/var/cache has no pre-content events here")
+    flat = os.path.join(workdir, "a-b")
+    nested = os.path.join(workdir, "a", "b")
+    caches, mounts = [], []
+    try:
+        for mp in (flat, nested):
+            os.makedirs(mp)
+            mounts.append(mounter(src, mountpoint=mp, cache=False))
+            caches.append(mounts[-1].status()["cache"])
+            assert read_all(os.path.join(mp, "empty")) == b""
+        assert caches[0] != caches[1], caches
+        assert "\\x2d" in caches[0] and caches[0].startswith("/var/cache/fanhsm/"), caches
+    finally:
+        for m in mounts:
+            m.cleanup()
+        for c in caches:
+            shutil.rmtree(c, ignore_errors=True)
+    foreign = os.path.join(workdir, "photos")
+    write(os.path.join(foreign, "holiday.jpg"), b"jpeg")
+    os.makedirs(os.path.join(workdir, "mp"))
+    r = run([fanhsm, "mount", "--cache", foreign, src, os.path.join(workdir, "mp")], check=False)
+    assert r.returncode != 0 and "not a fanhsm cache" in r.stderr, r.stderr
+    assert stat.S_IMODE(os.stat(foreign).st_mode) != 0o700
 
 
 def test_run_time_files_are_roots_alone(mounter, src, run_dir):

@@ -249,6 +249,25 @@ TEST(CacheStoreTest, RefusesEscapes) {
   EXPECT_FALSE(apply(**cs, "evil", {f}).isOk());
 }
 
+TEST(CacheStoreTest, ForeignNonEmptyDirectoryIsRefused) {
+  hsm::testing::TempDir tmp;
+  const std::string dir = tmp.path() + "/photos";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(::close(::open((dir + "/holiday.jpg").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
+  auto cs = CacheStore::open(dir);
+  ASSERT_FALSE(cs.isOk());
+  EXPECT_EQ(cs.status().code(), EEXIST);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);  // untouched
+  // A filesystem's root with only lost+found, and an existing cache, are fine.
+  const std::string fsroot = tmp.path() + "/fsroot";
+  ASSERT_EQ(::mkdir(fsroot.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((fsroot + "/lost+found").c_str(), 0700), 0);
+  ASSERT_TRUE(CacheStore::open(fsroot).isOk());
+  ASSERT_TRUE(CacheStore::open(fsroot).isOk());  // again: now a cache
+}
+
 TEST(CacheStoreTest, SecondOpenOfSameCacheIsBusy) {
   hsm::testing::TempDir tmp;
   auto first = CacheStore::open(tmp.path() + "/c");

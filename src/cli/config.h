@@ -36,6 +36,7 @@ struct MountConfig {
   std::vector<std::string> headers;  // "Name: value"
   int timeoutSeconds = 20;           // a transfer that moves nothing for this long fails
   int retries = 3;
+  bool redirectsAnywhere = false;    // --redirects any (remote::HttpOptions)
 };
 
 inline bool isUrl(const std::string& source) { return source.find("://") != std::string::npos; }

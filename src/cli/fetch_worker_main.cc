@@ -16,7 +16,7 @@ namespace hsm::cli {
 nlohmann::json workerConfig(const MountConfig& c) {
   return {{"source", c.source},   {"insecure", c.insecure}, {"user", c.user},
           {"netrc", c.netrc},     {"headers", c.headers},   {"timeout", c.timeoutSeconds},
-          {"retries", c.retries}};
+          {"retries", c.retries}, {"redirects_anywhere", c.redirectsAnywhere}};
 }
 
 Result<std::unique_ptr<remote::Remote>> openSourceRemote(const nlohmann::json& config) {
@@ -33,6 +33,7 @@ Result<std::unique_ptr<remote::Remote>> openSourceRemote(const nlohmann::json& c
   o.headers = config.value("headers", std::vector<std::string>{});
   o.stallTimeout = std::chrono::seconds(config.value("timeout", 20));
   o.retries = config.value("retries", 3);
+  o.redirectsAnywhere = config.value("redirects_anywhere", false);
   auto r = remote::HttpRemote::open(source, o);
   if (!r) return r.status();
   return std::unique_ptr<remote::Remote>(std::move(*r));

@@ -720,6 +720,9 @@ int main(int argc, char** argv) {
   mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc");
   mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
   mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds without progress before a transfer fails")->capture_default_str();
+  std::string redirectsArg = "same-origin";
+  mount->add_option("--redirects", redirectsArg, "HTTP: which redirects to follow: same-origin (the source's scheme, host and port), or any (other origins too, when no credential or header would go along); never https to http, never to loopback or link-local addresses unless the source is there")
+      ->check(CLI::IsMember({"same-origin", "any"}))->capture_default_str();
   mount->add_option("--retries", config.retries, "HTTP: retries of a failed request (with backoff) before EIO")->capture_default_str();
 
   std::string umountArg;
@@ -765,6 +768,7 @@ int main(int argc, char** argv) {
     if (config.cacheLow >= config.cacheHigh) {
       throw CLI::ValidationError("--cache-low", "must be below --cache-high");
     }
+    config.redirectsAnywhere = redirectsArg == "any";
     if (!uidArg.empty()) config.uid = parseId(uidArg, true);
     if (!gidArg.empty()) config.gid = parseId(gidArg, false);
     if (!fileModeArg.empty()) config.fileMode = parseMode(fileModeArg, "--file-mode");

@@ -248,6 +248,38 @@ def test_http_secrets_are_not_in_any_process_arguments(mounter, served, workdir,
         assert AUTH_PASSWORD not in _cmdline(m.pid)
 
 
+def test_http_redirects_stay_within_the_source(mounter, workdir):
+    """Issue #15, item 4: a source redirected the worker anywhere curl would go, custom
+    headers included (an API key to another host, or a request to a 127.0.0.1 service served
+    as the file's content when the size matched). Now only same-origin redirects are
+    followed: one to another origin (here another port) fails that file, and the other
+    server sees no request at all."""
+    www = os.path.join(workdir, "www")
+    inner = os.path.join(workdir, "inner")
+    data = rand_bytes(300_000, 70)
+    write(os.path.join(www, "leaky.bin"), data)
+    # The same content, size and mtime: the server gives both the same ETag, so the version
+    # listed for moved.bin is the one the redirect reaches.
+    write(os.path.join(www, "moved.bin"), data, mtime_ns=1_700_000_000_000_000_000)
+    write(os.path.join(www, "real.bin"), data, mtime_ns=1_700_000_000_000_000_000)
+    write(os.path.join(inner, "leaky.bin"), data)  # the size matches: it would be served
+    os.chmod(workdir, 0o755)
+    faults = os.path.join(workdir, "faults.json")
+    with web_server("python", inner, workdir) as inner_url:
+        with open(faults, "w") as f:
+            json.dump({"/leaky.bin": {"redirect": inner_url + "leaky.bin"},
+                       "/moved.bin": {"redirect": "/real.bin"}}, f)
+        with web_server("fault", www, workdir, faults) as url:
+            m = mounter(url, extra=["-H", "X-Api-Key: tok-4242"])
+            assert read_all(os.path.join(m.mountpoint, "moved.bin")) == data  # same origin
+            with pytest.raises(OSError) as e:
+                read_all(os.path.join(m.mountpoint, "leaky.bin"))
+            assert e.value.errno in (errno.EIO, errno.EACCES)
+            assert "another origin" in m.log_tail(200)
+    inner_log = open(os.path.join(workdir, "python-default", "stdout.log")).read()
+    assert "leaky.bin" not in inner_log, inner_log
+
+
 def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):
     root = os.path.join(workdir, "www")
     data = rand_bytes(40 * MIB + 3, 24)

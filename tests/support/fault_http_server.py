@@ -12,6 +12,7 @@ FILE (re-read on every request) is JSON mapping a URL path (e.g. "/dir/file.bin"
   {"delay_ms": 300}                 wait before answering
   {"wrong_range": true}             answer 206 with a Content-Range off by 4096
   {"etag_suffix": "x"}              serve a different ETag (the "file changed" case)
+  {"redirect": "URL"}               answer GET (not HEAD) with 302 to URL
 A fault with "count" applies that many times (then is used up); without it, always.
 """
 import email.utils
@@ -85,6 +86,12 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(fault["delay_ms"] / 1000.0)
         if "status" in fault:
             return self.send_plain(fault["status"], b"injected\n")
+        if "redirect" in fault and not head:
+            self.send_response(302)
+            self.send_header("Location", fault["redirect"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if full is None or not os.path.exists(full):
             return self.send_plain(404, b"not found\n")
         if os.path.isdir(full):

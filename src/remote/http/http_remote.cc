@@ -1,6 +1,9 @@
 #include "remote/http/http_remote.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +13,7 @@
 #include <thread>
 
 #include "remote/http/listing_parser.h"
+#include "remote/http/url.h"
 #include "util/log.h"
 #include "util/rel_path.h"
 
@@ -166,7 +170,89 @@ Status HttpRemote::globalInit() {
 }
 
 HttpRemote::HttpRemote(std::string baseUrl, std::string displayUrl, HttpOptions options)
-    : baseUrl_(std::move(baseUrl)), displayUrl_(std::move(displayUrl)), options_(std::move(options)) {}
+    : baseUrl_(std::move(baseUrl)),
+      displayUrl_(std::move(displayUrl)),
+      options_(std::move(options)),
+      reach_(reachOf(baseUrl_, options_)) {}
+
+namespace {
+
+enum class AddrClass { kOther, kLoopback, kLinkLocal };
+
+// Loopback: 127/8, 0/8, ::1, ::; link-local: 169.254/16, fe80::/10 (v4-mapped v6 as v4).
+AddrClass classify(const std::string& ip) {
+  unsigned char a[16];
+  if (::inet_pton(AF_INET, ip.c_str(), a) == 1) {
+    if (a[0] == 127 || a[0] == 0) return AddrClass::kLoopback;
+    if (a[0] == 169 && a[1] == 254) return AddrClass::kLinkLocal;
+    return AddrClass::kOther;
+  }
+  if (::inet_pton(AF_INET6, ip.c_str(), a) == 1) {
+    static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(a, kMapped, 12) == 0) {
+      return classify(fmt::format("{}.{}.{}.{}", a[12], a[13], a[14], a[15]));
+    }
+    static const unsigned char kZero[15] = {};
+    if (std::memcmp(a, kZero, 15) == 0 && (a[15] == 1 || a[15] == 0)) return AddrClass::kLoopback;
+    if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) return AddrClass::kLinkLocal;
+    return AddrClass::kOther;
+  }
+  return AddrClass::kOther;
+}
+
+}  // namespace
+
+HttpRemote::Reach HttpRemote::reachOf(const std::string& baseUrl, const HttpOptions& options) {
+  Reach r;
+  auto u = http::parseUrl(baseUrl);
+  if (!u) return r;  // open() refuses such a URL anyway
+  r.origin = u->origin();
+  r.anyOrigin = options.redirectsAnywhere && options.user.empty() && !options.netrc &&
+                options.headers.empty();
+  // The host, without port and brackets, resolved once: a source on a loopback or
+  // link-local address may be reached there (and only then).
+  std::string host = u->authority;
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  struct addrinfo hints {};
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) == 0) {
+    for (auto* a = res; a; a = a->ai_next) {
+      char ip[INET6_ADDRSTRLEN] = {};
+      const void* at = a->ai_family == AF_INET
+                           ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                           : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+      if (::inet_ntop(a->ai_family, at, ip, sizeof ip) == nullptr) continue;
+      const AddrClass c = classify(ip);
+      r.loopback |= c == AddrClass::kLoopback;
+      r.linkLocal |= c == AddrClass::kLinkLocal;
+    }
+    ::freeaddrinfo(res);
+  }
+  return r;
+}
+
+std::string HttpRemote::Reach::refusal(const std::string& url, const std::string& ip) const {
+  auto u = http::parseUrl(url);
+  if (!u) return fmt::format("a redirect to '{}', which is no http(s) URL", url);
+  if (u->origin() != origin && !anyOrigin) {
+    return fmt::format("a redirect to another origin ({}) refused: only {} is followed{}",
+                       u->origin(), origin,
+                       anyOrigin ? "" : " (--redirects any follows others when no credential or header would go along)");
+  }
+  const AddrClass c = classify(ip);
+  if (c == AddrClass::kLoopback && !loopback) {
+    return fmt::format("'{}' resolves to a loopback address ({}): refused", u->origin(), ip);
+  }
+  if (c == AddrClass::kLinkLocal && !linkLocal) {
+    return fmt::format("'{}' resolves to a link-local address ({}): refused", u->origin(), ip);
+  }
+  return std::string();
+}
 
 HttpRemote::~HttpRemote() = default;
 
@@ -235,15 +321,42 @@ void HttpRemote::giveBack(std::unique_ptr<Handle> h) {
 
 namespace {
 
-// Options every request shares. `headers` must outlive the transfer.
-void setCommon(CURL* e, const std::string& url, const HttpOptions& o, curl_slist* headers) {
+// One transfer's check of each request it is about to send, the first and every redirect
+// (curl's pre-request callback runs once connected, before anything is sent): the URL's
+// origin and the address it reached must be within the source's reach.
+struct TransferGuard {
+  const HttpRemote::Reach* reach;
+  CURL* easy;
+  std::string refused;  // why the transfer was stopped, "" if it was not
+
+  // EACCES naming the refusal, if the transfer was stopped by it.
+  std::optional<Status> verdict(CURLcode rc, const char* method, const std::string& url) const {
+    if (rc != CURLE_ABORTED_BY_CALLBACK || refused.empty()) return std::nullopt;
+    return Status::error(EACCES, fmt::format("{} {}: {}", method, url, refused));
+  }
+};
+
+int onPrereq(void* p, char* primaryIp, char* /*localIp*/, int /*primaryPort*/, int /*localPort*/) {
+  auto* g = static_cast<TransferGuard*>(p);
+  char* url = nullptr;
+  curl_easy_getinfo(g->easy, CURLINFO_EFFECTIVE_URL, &url);
+  g->refused = g->reach->refusal(url ? url : "", primaryIp ? primaryIp : "");
+  return g->refused.empty() ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
+// Options every request shares. `headers` and `guard` must outlive the transfer.
+void setCommon(CURL* e, const std::string& url, const HttpOptions& o, curl_slist* headers,
+               TransferGuard* guard) {
   curl_easy_reset(e);
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  // Never from https down to http.
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, url.starts_with("https:") ? "https" : "http,https");
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, onPrereq);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, guard);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(o.connectTimeout.count()));
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.stallTimeout.count()));
@@ -312,7 +425,8 @@ Result<HttpRemote::Response> HttpRemote::perform(const char* method, const std::
     if (attempt > 0) backoff(attempt - 1);
     auto h = borrow();
     SlistOwner headers{buildHeaders(options_, extraHeaders)};
-    setCommon(h->easy, url, options_, headers.list);
+    TransferGuard guard{&reach_, h->easy, {}};
+    setCommon(h->easy, url, options_, headers.list, &guard);
     Capture cap;
     Response r;
     BodyCapture body{&r.body, maxBody};
@@ -330,6 +444,7 @@ Result<HttpRemote::Response> HttpRemote::perform(const char* method, const std::
     curl_easy_getinfo(h->easy, CURLINFO_EFFECTIVE_URL, &eff);
     r.effectiveUrl = eff ? eff : url;
     giveBack(std::move(h));
+    if (auto refused = guard.verdict(rc, method, url)) return *refused;
     if (body.tooLarge) {
       return Status::error(EFBIG, fmt::format("{} {}: body larger than {} bytes", method, url, maxBody));
     }
@@ -355,7 +470,8 @@ Result<HttpRemote::Response> HttpRemote::perform(const char* method, const std::
 Result<uint64_t> HttpRemote::probeSize(const std::string& url) {
   auto h = borrow();
   SlistOwner headers{buildHeaders(options_, {"Range: bytes=0-0"})};
-  setCommon(h->easy, url, options_, headers.list);
+  TransferGuard guard{&reach_, h->easy, {}};
+  setCommon(h->easy, url, options_, headers.list, &guard);
   Capture cap;
   std::string body;
   BodyCapture bc{&body, 1 << 20};
@@ -365,6 +481,7 @@ Result<uint64_t> HttpRemote::probeSize(const std::string& url) {
   curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &bc);
   CURLcode rc = curl_easy_perform(h->easy);
   giveBack(std::move(h));
+  if (auto refused = guard.verdict(rc, "GET", url)) return *refused;
   if (rc != CURLE_OK) return Status::error(EIO, fmt::format("GET {}: {}", url, curl_easy_strerror(rc)));
   auto slash = cap.contentRange.rfind('/');
   if ((cap.status == 206 || cap.status == 416) && slash != std::string::npos) {
@@ -599,7 +716,8 @@ Status HttpRemote::read(const std::string& path, const ObjectVersion& version, u
     if (!pv->ifRange.empty()) extra.push_back("If-Range: " + pv->ifRange);
     SlistOwner headers{buildHeaders(options_, extra)};
     auto h = borrow();
-    setCommon(h->easy, url, options_, headers.list);
+    TransferGuard guard{&reach_, h->easy, {}};
+    setCommon(h->easy, url, options_, headers.list, &guard);
     RangeTransfer t{&sink, &*pv, next, end, next};
     curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, onHeader);
     curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, &t.cap);
@@ -608,6 +726,7 @@ Status HttpRemote::read(const std::string& path, const ObjectVersion& version, u
     curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &t);
     CURLcode rc = curl_easy_perform(h->easy);
     giveBack(std::move(h));
+    if (auto refused = guard.verdict(rc, "GET", url)) return *refused;
     next = t.next;
     bool wholeFileAsked = t.start == 0 && end == pv->size;
     if (t.checked && t.cap.status == 200 && !wholeFileAsked && !noRanges_.exchange(true)) {

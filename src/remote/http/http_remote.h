@@ -39,6 +39,11 @@ struct HttpOptions {
   std::chrono::seconds stallTimeout{20};  // abort a transfer that moves nothing for this long
   int retries = 3;
   size_t parallel = 8;               // concurrent HEAD requests while listing
+  // Redirects are followed within the source's origin only (scheme, host, port), never from
+  // https to http, and never to a loopback or link-local address unless the source itself
+  // is on one. `redirectsAnywhere` also follows them to other origins, but only when no
+  // credential or header would go along (user, netrc, headers empty).
+  bool redirectsAnywhere = false;
 };
 
 class HttpRemote final : public Remote {
@@ -73,9 +78,26 @@ class HttpRemote final : public Remote {
   Result<uint64_t> probeSize(const std::string& url);
   Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
 
+ public:
+  // What a transfer may reach (see HttpOptions::redirectsAnywhere), checked by curl's
+  // pre-request callback for the first request and every redirect, before it is sent.
+  struct Reach {
+    std::string origin;        // the source's scheme://host[:port]
+    bool anyOrigin = false;    // other origins too (nothing secret to send along)
+    bool loopback = false;     // the source is on a loopback address
+    bool linkLocal = false;    // ... a link-local one
+    // Why a request to `url` at address `ip` is refused, or "" if it may go.
+    std::string refusal(const std::string& url, const std::string& ip) const;
+  };
+  const Reach& reach() const { return reach_; }  // for tests
+
+ private:
+  static Reach reachOf(const std::string& baseUrl, const HttpOptions& options);
+
   const std::string baseUrl_;
   const std::string displayUrl_;  // without credentials
   const HttpOptions options_;
+  const Reach reach_;
   std::atomic<bool> noRanges_{false};  // the server answered a range request with 200
   std::mutex poolMu_;  // rank 95 (leaf)
   std::vector<std::unique_ptr<Handle>> pool_;

@@ -37,6 +37,7 @@ struct MountConfig {
   int timeoutSeconds = 20;           // a transfer that moves nothing for this long fails
   int retries = 3;
   bool redirectsAnywhere = false;    // --redirects any (remote::HttpOptions)
+  int workerWatchdogSeconds = 60;    // a fetch worker silent this long while calls wait is replaced
 };
 
 inline bool isUrl(const std::string& source) { return source.find("://") != std::string::npos; }

@@ -365,7 +365,9 @@ class Daemon {
             {"symlinks", st->symlinks},
             {"cache_size", config_.cacheSize},
             {"worker", {{"pid", worker_->stats().pid}, {"restarts", worker_->stats().restarts},
-                        {"retried_calls", worker_->stats().retriedCalls}}},
+                        {"retried_calls", worker_->stats().retriedCalls},
+                        {"watchdog_kills", worker_->stats().watchdogKills},
+                        {"uid", workerUid()}}},
             {"metrics", metrics_ ? fmt::format("http://{}:{}/metrics",
                                                config_.metrics.substr(0, config_.metrics.rfind(':')),
                                                metrics_->port())

@@ -13,10 +13,13 @@
 
 namespace hsm::cli {
 
+uint32_t workerUid() { return kWorkerUidBase + static_cast<uint32_t>(::getpid()); }
+
 nlohmann::json workerConfig(const MountConfig& c) {
   return {{"source", c.source},   {"insecure", c.insecure}, {"user", c.user},
           {"netrc", c.netrc},     {"headers", c.headers},   {"timeout", c.timeoutSeconds},
-          {"retries", c.retries}, {"redirects_anywhere", c.redirectsAnywhere}};
+          {"retries", c.retries}, {"redirects_anywhere", c.redirectsAnywhere},
+          {"watchdog_seconds", c.workerWatchdogSeconds}, {"uid", workerUid()}};
 }
 
 Result<std::unique_ptr<remote::Remote>> openSourceRemote(const nlohmann::json& config) {
@@ -45,8 +48,11 @@ Status dropWorkerPrivileges(const nlohmann::json& config) {
   const bool keepRead = !isUrl(config.value("source", "")) || config.value("netrc", false);
   if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return Status::fromErrno(errno, "worker: PR_SET_KEEPCAPS");
   if (::setgroups(0, nullptr) != 0) return Status::fromErrno(errno, "worker: setgroups");
-  if (::setresgid(kNobody, kNobody, kNobody) != 0) return Status::fromErrno(errno, "worker: setresgid");
-  if (::setresuid(kNobody, kNobody, kNobody) != 0) return Status::fromErrno(errno, "worker: setresuid");
+  // An identity of its own (no other process has it, so no unprivileged process can signal
+  // or trace it); an old daemon's configuration without one: nobody.
+  const auto id = static_cast<uid_t>(config.value("uid", uint32_t{kNobody}));
+  if (::setresgid(id, id, id) != 0) return Status::fromErrno(errno, "worker: setresgid");
+  if (::setresuid(id, id, id) != 0) return Status::fromErrno(errno, "worker: setresuid");
   struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct data[2] = {};
   if (keepRead) {

@@ -723,6 +723,8 @@ int main(int argc, char** argv) {
   std::string redirectsArg = "same-origin";
   mount->add_option("--redirects", redirectsArg, "HTTP: which redirects to follow: same-origin (the source's scheme, host and port), or any (other origins too, when no credential or header would go along); never https to http, never to loopback or link-local addresses unless the source is there")
       ->check(CLI::IsMember({"same-origin", "any"}))->capture_default_str();
+  mount->add_option("--worker-watchdog", config.workerWatchdogSeconds, "Seconds the fetch worker may send nothing while reads wait for it before it is replaced (stopped or wedged)")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
   mount->add_option("--retries", config.retries, "HTTP: retries of a failed request (with backoff) before EIO")->capture_default_str();
 
   std::string umountArg;

@@ -182,8 +182,18 @@ def test_fetch_worker_holds_no_group_and_runs_unprivileged(mounter, workdir, fro
         assert f.read() == b"a" * 5000
     assert fanotify_fds(wpid) == 0
     st = open("/proc/%d/status" % wpid).read()
+    # An identity of its own (issue #15, item 2): not nobody, no account's, the status's.
+    uid = m.status()["worker"]["uid"]
+    assert uid >= 0x7f000000, uid
     uids = [line.split()[1:] for line in st.splitlines() if line.startswith("Uid:")][0]
-    assert uids == ["65534"] * 4, uids
+    gids = [line.split()[1:] for line in st.splitlines() if line.startswith("Gid:")][0]
+    assert uids == [str(uid)] * 4 and gids == [str(uid)] * 4, (uids, gids)
+    # So a process running as nobody (or anyone but root) cannot signal it.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "kill", "-STOP", str(wpid)], stderr=subprocess.PIPE)
+    assert r.returncode != 0
+    assert "\nState:\tS" in open("/proc/%d/status" % wpid).read() or \
+        "\nState:\tR" in open("/proc/%d/status" % wpid).read()
     capeff = [int(line.split()[1], 16) for line in st.splitlines() if line.startswith("CapEff:")][0]
     assert capeff == 1 << 2, hex(capeff)  # CAP_DAC_READ_SEARCH only
     assert "NoNewPrivs:\t1" in st
@@ -193,6 +203,28 @@ def test_fetch_worker_holds_no_group_and_runs_unprivileged(mounter, workdir, fro
                   _cmdline(int(p))[:2] == ["fanhsm", "__guard"] and
                   _cmdline(int(p))[2:3] == [m.mountpoint]]
         assert len(guards) == 1 and fanotify_fds(guards[0]) == 2  # by design, and no more
+
+
+def test_stopped_worker_is_replaced_by_the_watchdog(mounter, workdir):
+    """Issue #15, item 2: a stopped worker (SIGSTOP) hung every cold read with no end. The
+    watchdog replaces a worker that sends nothing while calls wait (here after 2 s): the
+    read completes byte for byte."""
+    root = os.path.join(workdir, "src")
+    data = rand_bytes(3 * MIB, 71)
+    write(os.path.join(root, "cold.bin"), data)
+    m = mounter(root, extra=["--worker-watchdog", "2"])
+    m.wait_crawl()
+    stopped = worker_pid(m)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        with open(os.path.join(m.mountpoint, "cold.bin"), "rb") as f:
+            assert f.read() == data
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGCONT)
+    w = m.status()["worker"]
+    assert w["watchdog_kills"] >= 1 and w["pid"] != stopped, w
+    assert "sent nothing for" in m.log_tail(100)
 
 
 def _cmdline(pid):

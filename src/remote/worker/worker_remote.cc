@@ -279,17 +279,68 @@ Status checkDataFrame(uint64_t next, uint64_t end, size_t size) {
 
 // --- daemon side -----------------------------------------------------------------------
 
+namespace {
+int64_t steadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+struct WorkerRemote::Waiting {
+  WorkerRemote& w;
+  explicit Waiting(WorkerRemote& wr) : w(wr) {
+    w.lastProgressNs_ = steadyNs();  // a call that just started is not a stall
+    w.waiting_++;
+  }
+  ~Waiting() { w.waiting_--; }
+  void progress() { w.lastProgressNs_ = steadyNs(); }
+};
+
 Result<std::unique_ptr<WorkerRemote>> WorkerRemote::start(nlohmann::json config) {
   std::unique_ptr<WorkerRemote> w(new WorkerRemote());
   w->config_ = std::move(config);
-  std::lock_guard lock(w->mu_);
-  HSM_RETURN_IF_ERROR(w->spawnLocked());
+  w->watchdogLimit_ = std::chrono::seconds(std::max(1, w->config_.value("watchdog_seconds", 60)));
+  {
+    std::lock_guard lock(w->mu_);
+    HSM_RETURN_IF_ERROR(w->spawnLocked());
+  }
+  w->watchdog_ = std::thread([p = w.get()] { p->watchdogLoop(); });
   return w;
 }
 
 WorkerRemote::~WorkerRemote() {
+  {
+    std::lock_guard lock(wdMu_);
+    wdStop_ = true;
+  }
+  wdCv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
   std::lock_guard lock(mu_);
   reapLocked();
+}
+
+void WorkerRemote::watchdogLoop() {
+  while (true) {
+    {
+      std::unique_lock lock(wdMu_);  // released before mu_ (which ranks below it)
+      if (wdCv_.wait_for(lock, std::chrono::seconds(1), [&] { return wdStop_; })) return;
+    }
+    if (waiting_ == 0) continue;
+    const auto quiet = std::chrono::nanoseconds(steadyNs() - lastProgressNs_);
+    if (quiet < watchdogLimit_) continue;
+    std::lock_guard workerLock(mu_);
+    if (pid_ > 0) {
+      log::warn("the fetch worker (pid {}) sent nothing for {} s while {} call(s) waited: "
+                "replacing it",
+                pid_, std::chrono::duration_cast<std::chrono::seconds>(quiet).count(),
+                waiting_.load());
+      // The calls see their channels close, as after any death, and are sent again.
+      ::kill(pid_, SIGKILL);
+      watchdogKills_++;
+    }
+    lastProgressNs_ = steadyNs();
+  }
 }
 
 Status WorkerRemote::spawnLocked() {
@@ -407,6 +458,7 @@ Result<std::pair<UniqueFd, uint64_t>> WorkerRemote::send(const nlohmann::json& r
 
 Result<Listing> WorkerRemote::list(const std::string& dir, const std::string& validator) {
   const nlohmann::json req = {{"op", "list"}, {"path", dir}, {"validator", validator}};
+  Waiting waiting(*this);
   Status last;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     if (attempt > 0) retried_++;
@@ -417,6 +469,7 @@ Result<Listing> WorkerRemote::list(const std::string& dir, const std::string& va
       std::string payload;
       Listing out;
       while ((s = readFrame(ch->first.get(), &type, &payload))) {
+        waiting.progress();
         if (type == 'L') {
           auto l = decodeListing(payload);
           if (!l) return l.status();
@@ -442,6 +495,7 @@ Status WorkerRemote::read(const std::string& path, const ObjectVersion& version,
                           uint64_t length, ByteSink& sink) {
   uint64_t next = offset;
   const uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+  Waiting waiting(*this);
   Status last;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     if (attempt > 0) retried_++;
@@ -453,6 +507,7 @@ Status WorkerRemote::read(const std::string& path, const ObjectVersion& version,
       char type;
       std::string payload;
       while ((s = readFrame(ch->first.get(), &type, &payload))) {
+        waiting.progress();
         if (type == 'D') {
           // Nothing past the range reaches the sink, so neither can an 'E' with errno 0
           // after more than was asked for. The sink refusing (e.g. a full cache) ends the
@@ -484,7 +539,7 @@ Result<Entry> WorkerRemote::rootEntry() {
 
 WorkerStats WorkerRemote::stats() const {
   std::lock_guard lock(mu_);
-  return {pid_, restarts_, retried_};
+  return {pid_, restarts_, retried_, watchdogKills_};
 }
 
 // --- worker side -----------------------------------------------------------------------

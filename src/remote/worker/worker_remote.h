@@ -28,6 +28,11 @@
 //   fake ENOSPC would start an eviction pass); any other is EPROTO, with the worker's
 //   message as context. Malformed messages are EPROTO too.
 //
+// - A watchdog replaces a worker that sends nothing for `watchdog_seconds` (configuration,
+//   default 60) while calls wait for it (stopped, wedged in a system call): it is killed,
+//   and the calls go on as after any death. Its own timeouts (HTTP's stall timeout) end
+//   long before that on a merely slow source.
+//
 // Contract: the Remote contract (remote.h), whatever the worker sends. start() spawns the
 // worker and waits for its hello (bounded); the destructor closes the channel and reaps the
 // worker (SIGKILL after a bounded wait). Thread-safe; locks: mu_ (rank 92: held only to
@@ -38,11 +43,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <vector>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -55,6 +62,7 @@ struct WorkerStats {
   int pid = -1;
   uint64_t restarts = 0;
   uint64_t retriedCalls = 0;  // calls sent again after a worker died
+  uint64_t watchdogKills = 0;  // workers replaced because they made no progress
 };
 
 class WorkerRemote final : public Remote {
@@ -86,7 +94,19 @@ class WorkerRemote final : public Remote {
   Status restart(uint64_t gen);
   Status restartLocked();  // within kMaxRestartsPerMinute
 
+  void watchdogLoop();
+  // Counts a call waiting for the worker while it lives (see the watchdog).
+  struct Waiting;
+
   nlohmann::json config_;
+  std::chrono::seconds watchdogLimit_{60};
+  std::atomic<int> waiting_{0};
+  std::atomic<int64_t> lastProgressNs_{0};  // steady clock: a frame, or a call's start
+  std::mutex wdMu_;  // rank 93 (leaf): wdStop_
+  std::condition_variable wdCv_;
+  bool wdStop_ = false;
+  std::thread watchdog_;
+  std::atomic<uint64_t> watchdogKills_{0};
   mutable std::mutex mu_;  // rank 92: control_, pid_, generation_, restart times
   UniqueFd control_;
   pid_t pid_ = -1;

@@ -90,7 +90,10 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& a
                                                             std::function<MetricsBatch()> collect) {
   auto impl = std::make_unique<Impl>();
   try {
-    impl->exposer = std::make_unique<prometheus::Exposer>(address, 1);
+    // Several connections at once, and none held open by a silent client for long: one
+    // idle connection must not block scrapes (civetweb serves one connection per thread).
+    impl->exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", address, "num_threads", "4", "request_timeout_ms", "5000"});
   } catch (const std::exception& e) {
     return Status::error(EADDRINUSE, fmt::format("metrics: cannot listen on {}: {}", address, e.what()));
   }

@@ -316,6 +316,18 @@ def test_metrics_are_scraped_over_http(mounter, src):
     assert "# TYPE fanhsm_read_wait_seconds histogram" in text
     assert samples["fanhsm_content_event_seconds_count"] == st["events"]["content"] > 0
     assert samples["fanhsm_content_event_seconds_count"] == st["latency"]["content"]["count"]
+    # Issue #15, item 6: one idle connection (a client that connects and says nothing)
+    # blocked every scrape. Now scrapes are answered beside two idle connections.
+    import socket
+    host, port = url[len("http://"):].split("/")[0].split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    try:
+        for _ in range(3):
+            with urllib.request.urlopen(url, timeout=3) as r:
+                assert r.status == 200 and b"fanhsm_fetches_total" in r.read()
+    finally:
+        for c in idle:
+            c.close()
     assert m.umount().returncode == 0
     with pytest.raises(OSError):  # the endpoint goes with the mount
         urllib.request.urlopen(url, timeout=5)

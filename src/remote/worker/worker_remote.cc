@@ -428,11 +428,17 @@ Status WorkerRemote::restartLocked() {
   auto now = std::chrono::steady_clock::now();
   std::erase_if(restartTimes_, [&](auto t) { return now - t > std::chrono::minutes(1); });
   if (restartTimes_.size() >= kMaxRestartsPerMinute) {
-    return Status::error(EIO, fmt::format("the fetch worker died {} times in a minute; not "
-                                          "restarting it for now",
-                                          restartTimes_.size()));
+    // Dying again and again (killed from outside, or crashing at once): restart more
+    // slowly, never stop restarting. A call fails only after kMaxAttempts deaths of its
+    // own, so reads go on between the deaths instead of all failing for a minute.
+    const auto extra = restartTimes_.size() - kMaxRestartsPerMinute;
+    const auto delay = std::chrono::milliseconds(std::min<uint64_t>(1000, 50u << std::min<uint64_t>(extra, 5)));
+    log::warn("the fetch worker died {} times in a minute; restarting it in {} ms",
+              restartTimes_.size(), delay.count());
+    std::this_thread::sleep_for(delay);  // callers wait for a worker anyway
   }
   restartTimes_.push_back(now);
+  if (restartTimes_.size() > 4 * kMaxRestartsPerMinute) restartTimes_.erase(restartTimes_.begin());
   log::warn("the fetch worker (pid {}) died; restarting it", pid_);
   reapLocked();
   restarts_++;

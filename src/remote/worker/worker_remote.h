@@ -17,8 +17,9 @@
 // - If the worker dies (SIGKILL, abort, OOM), the caller sees EOF before 'E': it restarts
 //   the worker (one restart per death, whoever notices first) and sends the request again;
 //   a read resumes after the bytes it already delivered to its sink. Readers see a delay,
-//   never an error or a mix, unless the worker dies again and again (more than
-//   kMaxAttempts times for one call, or kMaxRestartsPerMinute): then EIO.
+//   never an error or a mix, unless the worker dies more than kMaxAttempts times during
+//   one call: then that call fails with EIO. Past kMaxRestartsPerMinute deaths a minute,
+//   restarts wait (50 ms, doubling, at most 1 s) but never stop.
 // - The worker is the less trusted side: it parses network input and runs unprivileged.
 //   The daemon believes no more of it than the Remote contract allows a backend to say.
 //   A read's 'D' frames must stay inside [offset, offset+length) (checkDataFrame): the
@@ -92,7 +93,7 @@ class WorkerRemote final : public Remote {
   Result<std::pair<UniqueFd, uint64_t>> send(const nlohmann::json& req);
   // The worker of generation `gen` failed a call: restart it unless already done.
   Status restart(uint64_t gen);
-  Status restartLocked();  // within kMaxRestartsPerMinute
+  Status restartLocked();  // beyond kMaxRestartsPerMinute, after a growing delay (<= 1 s)
 
   void watchdogLoop();
   // Counts a call waiting for the worker while it lives (see the watchdog).

@@ -248,6 +248,28 @@ def test_http_secrets_are_not_in_any_process_arguments(mounter, served, workdir,
         assert AUTH_PASSWORD not in _cmdline(m.pid)
 
 
+def test_http_one_bad_entry_leaves_its_directory_listable(mounter, workdir):
+    """Issue #14, item 9: over HTML listings one file answering HEAD with 403 made its whole
+    directory unlistable, and at the root the mount failed. Now that file is left out (and
+    logged) and the rest is served byte for byte."""
+    www = os.path.join(workdir, "www")
+    good = rand_bytes(50_000, 72)
+    for d in ("", "sub"):
+        write(os.path.join(www, d, "good.bin"), good)
+        write(os.path.join(www, d, "forbidden.bin"), b"secret")
+    faults = os.path.join(workdir, "faults.json")
+    with open(faults, "w") as f:
+        json.dump({"/forbidden.bin": {"status": 403}, "/sub/forbidden.bin": {"status": 403}}, f)
+    os.chmod(workdir, 0o755)
+    with web_server("fault", www, workdir, faults) as url:
+        m = mounter(url)  # before: the mount failed (the root could not be listed)
+        for d in ("", "sub"):
+            names = sorted(os.listdir(os.path.join(m.mountpoint, d)))
+            assert names == (["good.bin", "sub"] if d == "" else ["good.bin"]), names
+            assert read_all(os.path.join(m.mountpoint, d, "good.bin")) == good
+        assert "forbidden.bin: HEAD: HTTP 403" in m.log_tail(200)
+
+
 def test_http_redirects_stay_within_the_source(mounter, workdir):
     """Issue #15, item 4: a source redirected the worker anywhere curl would go, custom
     headers included (an API key to another host, or a request to a 127.0.0.1 service served

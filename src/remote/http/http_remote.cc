@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -21,6 +22,9 @@ namespace hsm::remote {
 namespace {
 
 constexpr size_t kMaxListingBytes = 512u << 20;
+// A file larger than this is taken for a hostile or broken answer (no filesystem fanhsm
+// caches on holds one; a "negative" Content-Length parses as a huge one).
+constexpr uint64_t kMaxFileSize = uint64_t{16} << 40;
 
 std::string percentEncode(std::string_view s) {
   static const char* kHex = "0123456789ABCDEF";
@@ -556,11 +560,12 @@ Result<Listing> HttpRemote::list(const std::string& dir, const std::string& vali
     }
     out.entries.push_back(std::move(e));
   }
-  HSM_RETURN_IF_ERROR(fetchEntryAttrs(dir, out.entries));
-  // Entries whose HEAD said "gone" are dropped (version left empty).
+  HSM_RETURN_IF_ERROR(fetchEntryAttrs(dir, out.entries, &out.skipped));
+  // Entries whose HEAD said "gone" are dropped (version left empty), and those left out.
   std::vector<Entry> kept;
   kept.reserve(out.entries.size());
   for (auto& e : out.entries) {
+    if (e.name.empty()) continue;
     if (e.type == EntryType::kFile && e.version.empty()) {
       out.skipped.push_back(fmt::format("{}: listed but not found by HEAD", e.name));
       continue;
@@ -573,7 +578,9 @@ Result<Listing> HttpRemote::list(const std::string& dir, const std::string& vali
   return out;
 }
 
-Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries) {
+Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries,
+                                   std::vector<std::string>* skippedOut) {
+  std::map<size_t, std::string> skipped;  // entry index -> why it is left out
   std::vector<size_t> todo;
   for (size_t i = 0; i < entries.size(); ++i) {
     if (entries[i].type == EntryType::kFile && entries[i].version.empty()) todo.push_back(i);
@@ -595,14 +602,30 @@ Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry
         auto size = probeSize(url);
         if (size) r->contentLength = *size;
       }
-      if (!r || r->status != 200 || !r->contentLength) {
+      // What this one entry's answer says of it alone (refused access, a refused
+      // redirect, no or an implausible size) leaves it out, with its reason; the rest of the
+      // directory is listed. A failure that may pass (a 5xx after retries, the network)
+      // fails the listing, so a revalidation keeps what it had instead of dropping names.
+      std::string reason;
+      if (!r && r.status().code() != EIO) {
+        reason = r.status().message();
+      } else if (r && r->status >= 400 && r->status < 500) {
+        reason = fmt::format("HEAD: HTTP {}", r->status);
+      } else if (r && r->status == 200 && !r->contentLength) {
+        reason = "HEAD: no Content-Length";
+      } else if (r && r->status == 200 && *r->contentLength > kMaxFileSize) {
+        reason = fmt::format("HEAD: implausible Content-Length {}", *r->contentLength);
+      }
+      if (!reason.empty()) {
+        std::lock_guard lock(errMu);
+        skipped[todo[k]] = reason;
+        continue;
+      }
+      if (!r || r->status != 200) {
         std::lock_guard lock(errMu);
         if (firstError) {
           firstError = !r ? r.status()
-                          : Status::error(r->status == 200 ? EIO : errnoForStatus(r->status),
-                                          fmt::format("HEAD {}: {}", url,
-                                                      r->status == 200 ? "no Content-Length"
-                                                                       : fmt::format("HTTP {}", r->status)));
+                          : Status::error(EIO, fmt::format("HEAD {}: HTTP {}", url, r->status));
         }
         continue;
       }
@@ -619,7 +642,14 @@ Status HttpRemote::fetchEntryAttrs(const std::string& dirPath, std::vector<Entry
   for (size_t i = 1; i < n; ++i) threads.emplace_back(worker);
   worker();
   for (auto& t : threads) t.join();
-  return firstError;
+  HSM_RETURN_IF_ERROR(firstError);
+  // Left out: their version stays empty, and the reason is reported once per listing.
+  for (const auto& [i, why] : skipped) {
+    entries[i].version.clear();
+    skippedOut->push_back(fmt::format("{}: {}", entries[i].name, why));
+    entries[i].name.clear();  // marks it for removal (a listed name is never empty)
+  }
+  return Status::ok();
 }
 
 namespace {

@@ -76,7 +76,11 @@ class HttpRemote final : public Remote {
                            const std::vector<std::string>& extraHeaders);
   // Size from a one-byte range request, for servers whose HEAD has no Content-Length.
   Result<uint64_t> probeSize(const std::string& url);
-  Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries);
+  // Sizes and versions of the files a listing left without (HEAD requests, in parallel).
+  // An entry whose own answer rules it out (4xx, a refused redirect, no or an implausible
+  // size) is dropped with its reason in `skipped`; a failure that may pass fails it all.
+  Status fetchEntryAttrs(const std::string& dirPath, std::vector<Entry>& entries,
+                         std::vector<std::string>* skipped);
 
  public:
   // What a transfer may reach (see HttpOptions::redirectsAnywhere), checked by curl's

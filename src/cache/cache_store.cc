@@ -86,6 +86,7 @@ Status refuseForeignDir(const std::string& dir) {
   auto names = namesIn(fd.get());
   if (!names) return names.status();
   for (const auto& n : *names) {
+    // meta/, tree/, staging/: a cache whose creation a crash interrupted (no index yet).
     if (n == "lost+found" || n == "meta" || n == "tree" || n == "staging") continue;
     return Status::error(EEXIST, fmt::format("'{}' is not empty and is not a fanhsm cache (it "
                                              "holds '{}'): give --cache a new or empty directory",
@@ -95,6 +96,10 @@ Status refuseForeignDir(const std::string& dir) {
 }
 
 }  // namespace
+
+Status CacheStore::checkCacheDir(const std::string& cacheDir) {
+  return refuseForeignDir(cacheDir);
+}
 
 bool inodeComplete(int fd) {
   char v[16];
@@ -110,7 +115,7 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& cacheDir
   for (size_t pos = 1; pos < cacheDir.size(); ++pos) {
     if (cacheDir[pos] == '/') HSM_RETURN_IF_ERROR(makeDir(cacheDir.substr(0, pos), 0755));
   }
-  HSM_RETURN_IF_ERROR(refuseForeignDir(cacheDir));
+  HSM_RETURN_IF_ERROR(checkCacheDir(cacheDir));
   HSM_RETURN_IF_ERROR(makeDir(cacheDir, 0700));
   if (::chmod(cacheDir.c_str(), 0700) != 0) return Status::fromErrno(errno, cacheDir);
   HSM_RETURN_IF_ERROR(makeDir(cs->metaPath(), 0700));

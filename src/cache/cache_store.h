@@ -49,6 +49,10 @@ class CacheStore {
  public:
   static Result<std::unique_ptr<CacheStore>> open(const std::string& cacheDir,
                                                   int lockWaitMs = 10000);
+  // OK if `cacheDir` does not exist, is empty (or holds only lost+found), or is a fanhsm
+  // cache; EEXIST naming what it holds otherwise (someone else's directory is never taken
+  // over). open() checks it too; the CLI checks it before it creates anything there.
+  static Status checkCacheDir(const std::string& cacheDir);
 
   const std::string& dir() const { return dir_; }
   std::string treePath() const { return dir_ + "/tree"; }

@@ -27,6 +27,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cache/cache_store.h"
 #include "cli/config.h"
 #include "cli/control.h"
 #include "cli/daemon.h"
@@ -310,6 +311,8 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     return fail(fmt::format("cache '{}' must not be inside the source or the mount point",
                             config.cacheDir));
   }
+  // Before the daemon creates anything in it (its log, meta/).
+  if (Status s = cache::CacheStore::checkCacheDir(config.cacheDir); !s) return fail(s.message());
   Status s = clearStale(config.mountpoint);
   if (!s) return fail(s.message());
   s = checkEmpty(config.mountpoint);

@@ -580,6 +580,7 @@ def test_default_caches_of_similar_mount_points_differ(fanhsm, mounter, src, wor
     r = run([fanhsm, "mount", "--cache", foreign, src, os.path.join(workdir, "mp")], check=False)
     assert r.returncode != 0 and "not a fanhsm cache" in r.stderr, r.stderr
     assert stat.S_IMODE(os.stat(foreign).st_mode) != 0o700
+    assert os.listdir(foreign) == ["holiday.jpg"]  # nothing was created in it
 
 
 def test_run_time_files_are_roots_alone(mounter, src, run_dir):

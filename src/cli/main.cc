@@ -342,8 +342,8 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
       if (pos == mk.size() || mk[pos] == '/') ::mkdir(mk.substr(0, pos).c_str(), 0700);
     }
     ::mkdir((config.cacheDir + "/meta").c_str(), 0700);
-    int logFd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (logFd >= 0) ::dup2(logFd, 2);
+    // Onto stderr (fd 2), kept under 16 MiB (one older file, fanhsm.log.1, is kept).
+    (void)log::setFile(logPath, uint64_t{16} << 20);
     if (config.debug) log::setLevel(log::Level::kDebug);
     _exit(runDaemon(config, pipefd[1]));
   }

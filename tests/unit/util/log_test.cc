@@ -1,0 +1,47 @@
+// Issue #14, item 10: repeated lines are written once per window, and the file is bounded.
+#include "util/log.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "temp_dir.h"
+
+namespace hsm::log {
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t lines(const std::string& text) { return static_cast<size_t>(std::count(text.begin(), text.end(), '\n')); }
+
+TEST(LogTest, RepeatsAreWrittenOnceAndTheFileIsBounded) {
+  hsm::testing::TempDir tmp;
+  const std::string path = tmp.path() + "/fanhsm.log";
+  ASSERT_TRUE(setFile(path, 4096, 100).isOk());
+  for (int i = 0; i < 1000; ++i) warn("read '{}': {}", "a/b", "Input/output error");
+  EXPECT_EQ(lines(slurp(path)), 1u);  // before: 1000 lines
+  info("another line");
+  EXPECT_EQ(lines(slurp(path)), 2u);
+  for (int i = 0; i < 200; ++i) info("distinct line number {} with some padding to grow the file", i);
+  struct stat st {};
+  ASSERT_EQ(::stat((path + ".1").c_str(), &st), 0);  // rotated
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_LE(static_cast<uint64_t>(st.st_size), 4096u + 200);
+  EXPECT_NE(slurp(path).find("distinct line number 199"), std::string::npos);
+  setFd(2);
+  ::close(100);
+}
+
+}  // namespace
+}  // namespace hsm::log

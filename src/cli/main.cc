@@ -37,6 +37,7 @@
 #include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
 #include "util/log.h"
+#include "util/netrc.h"
 #include "util/printable.h"
 #include "util/unique_fd.h"
 
@@ -158,6 +159,45 @@ Result<std::string> readCredentials(const std::string& path) {
                                              "USER:PASSWORD", path));
   }
   return text;
+}
+
+// --netrc: the entry of $HOME/.netrc (or $NETRC) for the source's host becomes the
+// credentials (unless --user gave some); the worker is not told of netrc at all.
+Status credentialsFromNetrc(const std::string& source, MountConfig& config) {
+  config.netrc = false;
+  if (!config.user.empty()) return Status::ok();
+  const char* explicitPath = std::getenv("NETRC");
+  const char* home = std::getenv("HOME");
+  const std::string path = explicitPath ? explicitPath : std::string(home ? home : "") + "/.netrc";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) {
+      log::warn("--netrc: '{}' does not exist: no credentials", path);
+      return Status::ok();
+    }
+    return Status::fromErrno(errno, fmt::format("--netrc: '{}'", path));
+  }
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0 && text.size() < (1u << 20);) {
+    text.append(buf, static_cast<size_t>(n));
+  }
+  // The host of the URL, as netrc names machines: no scheme, user, port or brackets.
+  std::string host = source.substr(source.find("://") + 3);
+  host = host.substr(0, host.find('/'));
+  if (auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  auto cred = netrcCredentials(text, host);
+  if (!cred) {
+    log::warn("--netrc: '{}' has no entry for {}: no credentials", path, printable(host));
+    return Status::ok();
+  }
+  config.user = *cred;
+  return Status::ok();
 }
 
 bool isInside(const std::string& path, const std::string& dir) {
@@ -720,7 +760,7 @@ int main(int argc, char** argv) {
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (hidden from ps once parsed; prefer --credentials)");
   std::string credentialsArg;
   mount->add_option("--credentials", credentialsArg, "HTTP: basic auth from FILE, whose first line is USER:PASSWORD (mode 0600, yours)");
-  mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc");
+  mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc (or $NETRC), read by this command: the network-facing worker gets no right to read files. Also: FANHSM_CREDENTIALS=USER:PASSWORD in the environment");
   mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
   mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds without progress before a transfer fails")->capture_default_str();
   std::string redirectsArg = "same-origin";
@@ -764,6 +804,12 @@ int main(int argc, char** argv) {
       if (!cred) throw CLI::ValidationError("--credentials", cred.status().message());
       config.user = *cred;
     }
+    // For scripts: USER:PASSWORD in the environment (readable by the same user and root
+    // only, unlike argv), taken out of it at once.
+    if (const char* env = std::getenv("FANHSM_CREDENTIALS"); env && *mount) {
+      if (config.user.empty()) config.user = env;
+      ::unsetenv("FANHSM_CREDENTIALS");
+    }
     if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg);
     if (!metricsArg.empty()) {
       auto addr = parseMetricsAddress(metricsArg);
@@ -790,6 +836,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*mount) {
+    if (isUrl(sourceArg) && config.netrc) {
+      // Read here, as the user who mounts: the fetch worker then needs no right to read it.
+      if (Status s = credentialsFromNetrc(sourceArg, config); !s) return fail(s.message());
+    }
     if (isUrl(sourceArg)) {
       Status s = remote::HttpRemote::globalInit();  // before the daemon starts threads
       if (!s) return fail(s.message());

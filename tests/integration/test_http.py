@@ -302,6 +302,39 @@ def test_http_redirects_stay_within_the_source(mounter, workdir):
     assert "leaky.bin" not in inner_log, inner_log
 
 
+@pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
+def test_http_netrc_and_environment_credentials(mounter, served, workdir):
+    """Issue #15, items 1 and 2: with --netrc the network-facing worker kept
+    CAP_DAC_READ_SEARCH (read any file) so that curl could read ~/.netrc. Now the CLI reads
+    it (as the user who mounts) and the worker has no capability at all. Scripts may give
+    FANHSM_CREDENTIALS instead of an argument."""
+    from servers import AUTH_PASSWORD, AUTH_USER
+    home = os.path.join(workdir, "home")
+    os.makedirs(home)
+    with open(os.path.join(home, ".netrc"), "w") as f:
+        f.write("machine 127.0.0.1 login %s password %s\n" % (AUTH_USER, AUTH_PASSWORD))
+    os.chmod(os.path.join(home, ".netrc"), 0o600)
+    expected = read_all(os.path.join(served, "one-mib"))
+    old_home = os.environ.get("HOME")
+    with web_server("nginx", served, workdir, "json-auth") as url:
+        os.environ["HOME"] = home
+        try:
+            m = mounter(url, extra=["--netrc"])
+        finally:
+            os.environ["HOME"] = old_home or "/root"
+        assert read_all(os.path.join(m.mountpoint, "one-mib")) == expected
+        st = open("/proc/%d/status" % m.status()["worker"]["pid"]).read()
+        capeff = [int(line.split()[1], 16) for line in st.splitlines() if line.startswith("CapEff:")][0]
+        assert capeff == 0, hex(capeff)
+        m.cleanup()
+        os.environ["FANHSM_CREDENTIALS"] = "%s:%s" % (AUTH_USER, AUTH_PASSWORD)
+        try:
+            m = mounter(url)
+        finally:
+            del os.environ["FANHSM_CREDENTIALS"]
+        assert read_all(os.path.join(m.mountpoint, "one-mib")) == expected
+
+
 def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):
     root = os.path.join(workdir, "www")
     data = rand_bytes(40 * MIB + 3, 24)

@@ -15,6 +15,8 @@ packages=(
   e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps bc
   # copy and archive tools the copy tests run over a mount; ACLs for the security tests
   coreutils tar libarchive-tools cpio rsync acl
+  # a self-signed certificate for the TLS test server
+  openssl
 )
 # Extra packages other parts of the project list one per line (e.g. test servers).
 for list in "$here"/deps-*.txt; do

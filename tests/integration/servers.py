@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,7 +38,8 @@ def _wait_ready(url, proc, log, timeout=20):
         if proc.poll() is not None:
             raise RuntimeError("server exited (%s): %s" % (proc.returncode, open(log).read()[-2000:]))
         try:
-            urllib.request.urlopen(url, timeout=2).read(1)
+            ctx = ssl._create_unverified_context() if url.startswith("https:") else None
+            urllib.request.urlopen(url, timeout=2, context=ctx).read(1)
             return
         except urllib.error.HTTPError:
             return  # it answers: ready (the test decides what the answer should be)
@@ -67,6 +69,14 @@ def _nginx(root, d, port, variant):
         variant = variant[:-len("-auth")]
         _htpasswd(os.path.join(d, "htpasswd"))
         auth = 'auth_basic "fanhsm"; auth_basic_user_file %s/htpasswd;' % d
+    tls = ""
+    if variant and variant.endswith("-tls"):  # a self-signed certificate (use --insecure)
+        variant = variant[:-len("-tls")]
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", os.path.join(d, "key.pem"),
+                        "-out", os.path.join(d, "cert.pem")], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        tls = " ssl; ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem" % (d, d)
     if variant and "-rate-" in variant:
         variant, r = variant.split("-rate-")
         rate = "limit_rate %s;" % r
@@ -86,12 +96,13 @@ http {{
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{tls};
+    include {d}/extra*.conf;
     root {root};
     location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; {rate} {auth} }}
   }}
 }}
-""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate, auth=auth))
+""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate, auth=auth, tls=tls))
     return ["/usr/sbin/nginx", "-c", conf, "-p", d]
 
 
@@ -169,7 +180,7 @@ def web_server(kind, root, workdir, variant=None):
             line = proc.stdout.readline().decode()
             assert line.startswith("PORT "), "fault server said %r" % line
             port = int(line.split()[1])
-        url = "http://127.0.0.1:%d/" % port
+        url = "%s://127.0.0.1:%d/" % ("https" if variant and variant.endswith("-tls") else "http", port)
         _wait_ready(url, proc, log)
         yield url
     finally:

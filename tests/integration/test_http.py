@@ -303,6 +303,33 @@ def test_http_redirects_stay_within_the_source(mounter, workdir):
 
 
 @pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
+def test_http_https_source_never_follows_a_redirect_down_to_http(mounter, workdir):
+    """Issue #15, item 4: https -> http redirects were followed (credentials and headers in
+    clear on the way). An https source (nginx, self-signed, --insecure) redirecting one file
+    to http: that file fails, the other one reads byte for byte, the http server sees no
+    request."""
+    www = os.path.join(workdir, "www")
+    data = rand_bytes(40_000, 73)
+    write(os.path.join(www, "good.bin"), data)
+    write(os.path.join(www, "down.bin"), data)
+    os.chmod(workdir, 0o755)
+    with web_server("python", www, workdir) as plain:
+        d = os.path.join(workdir, "nginx-json-tls")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "extra.conf"), "w") as f:
+            f.write("location = /down.bin { return 302 %sdown.bin; }\n" % plain)
+        with web_server("nginx", www, workdir, "json-tls") as url:
+            assert url.startswith("https://")
+            m = mounter(url, extra=["--insecure", "-H", "X-Api-Key: tok-777"])
+            assert read_all(os.path.join(m.mountpoint, "good.bin")) == data
+            assert "down.bin" in os.listdir(m.mountpoint)  # nginx's JSON listing names it
+            with pytest.raises(OSError):
+                read_all(os.path.join(m.mountpoint, "down.bin"))
+            assert "never from https to http" in m.log_tail(200)
+    assert "down.bin" not in open(os.path.join(workdir, "python-default", "stdout.log")).read()
+
+
+@pytest.mark.skipif(not available("nginx"), reason="nginx not installed")
 def test_http_netrc_and_environment_credentials(mounter, served, workdir):
     """Issue #15, items 1 and 2: with --netrc the network-facing worker kept
     CAP_DAC_READ_SEARCH (read any file) so that curl could read ~/.netrc. Now the CLI reads

@@ -333,8 +333,13 @@ struct TransferGuard {
   CURL* easy;
   std::string refused;  // why the transfer was stopped, "" if it was not
 
-  // EACCES naming the refusal, if the transfer was stopped by it.
+  // EACCES naming the refusal, if the transfer was stopped by it, or by curl refusing a
+  // redirect to a protocol not allowed (https down to http, file:...).
   std::optional<Status> verdict(CURLcode rc, const char* method, const std::string& url) const {
+    if (rc == CURLE_UNSUPPORTED_PROTOCOL) {
+      return Status::error(EACCES, fmt::format("{} {}: a redirect to a protocol not followed "
+                                               "(never from https to http)", method, url));
+    }
     if (rc != CURLE_ABORTED_BY_CALLBACK || refused.empty()) return std::nullopt;
     return Status::error(EACCES, fmt::format("{} {}: {}", method, url, refused));
   }

@@ -88,6 +88,14 @@ Result<std::unique_ptr<ContentFile>> ContentFile::load(CacheStore& cache, const 
     }
     const EntryRow& r = **row;
     auto fd = cache.openBeneath(path, O_RDWR | O_NOFOLLOW);
+    if (!fd && fd.status().code() == ENOENT) {
+      // The row reached the disk and the name did not (a power cut after a listing): the
+      // file is made again, empty.
+      log::warn("cache file '{}' is missing under its index row: making it again", path);
+      auto fresh = cache.replaceFile(path, r);
+      if (!fresh) return fresh.status();
+      continue;
+    }
     if (!fd) return fd.status();
     struct stat st {};
     if (::fstat(fd->get(), &st) != 0) return Status::fromErrno(errno, "fstat cache file");

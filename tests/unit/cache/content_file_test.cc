@@ -111,6 +111,19 @@ TEST_F(ContentFileTest, CommitRecordsWhatWasWritten) {
   expectRecordedChunksHoldSourceBytes();
 }
 
+// A power cut can keep a listing's row and lose the name it made: the file comes back,
+// empty, instead of failing every read until the directory is listed again.
+TEST_F(ContentFileTest, MissingFileUnderItsRowIsMadeAgain) {
+  ASSERT_EQ(::unlink((tmp_.path() + "/c/tree/f").c_str()), 0);
+  auto cf = load();
+  ASSERT_NE(cf, nullptr);
+  EXPECT_EQ(cf->size(), source_.size());
+  EXPECT_TRUE(cf->recorded().empty());
+  struct stat st {};
+  ASSERT_EQ(::stat((tmp_.path() + "/c/tree/f").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_ino), cf->ino());
+}
+
 TEST_F(ContentFileTest, WritePastTheEndIsRefused) {
   auto cf = load();
   EXPECT_EQ(cf->write(source_.size() - 10, source_.data(), 11).code(), EPROTO);

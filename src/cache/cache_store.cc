@@ -14,6 +14,7 @@
 #include <cstring>
 #include <set>
 
+#include "cache/file_times.h"
 #include "cache/meta_db.h"
 #include "util/log.h"
 #include "util/rel_path.h"
@@ -29,17 +30,6 @@ Status makeDir(const std::string& path, mode_t mode) {
     return Status::ok();
   }
   return Status::fromErrno(errno, fmt::format("cannot create '{}'", path));
-}
-
-struct timespec toTimespec(int64_t ns) {
-  struct timespec ts {};
-  ts.tv_sec = ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
-  if (ts.tv_nsec < 0) {
-    ts.tv_nsec += 1000000000;
-    ts.tv_sec -= 1;
-  }
-  return ts;
 }
 
 // The names in the directory open at `dfd` ("." and ".." left out).

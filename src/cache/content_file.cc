@@ -10,6 +10,7 @@
 #include <ctime>
 #include <unordered_set>
 
+#include "cache/file_times.h"
 #include "cache/meta_db.h"
 #include "util/log.h"
 
@@ -20,15 +21,6 @@ int64_t realtimeNs() {
   struct timespec ts {};
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-struct timespec toTimespec(int64_t ns) {
-  int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
-  if (nsec < 0) {
-    nsec += 1000000000;
-    sec -= 1;
-  }
-  return {static_cast<time_t>(sec), static_cast<long>(nsec)};
 }
 
 // The remote's mtime, and the same atime: with relatime (the view's default) the next read

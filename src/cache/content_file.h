@@ -121,6 +121,15 @@ struct ReleaseResult {
   uint64_t busy = 0;    // in use: skipped
   uint64_t gone = 0;    // changed or removed meanwhile: skipped
   uint64_t failed = 0;  // beforePunch failed: kept
+
+  ReleaseResult& operator+=(const ReleaseResult& o) {
+    files += o.files;
+    bytes += o.bytes;
+    busy += o.busy;
+    gone += o.gone;
+    failed += o.failed;
+    return *this;
+  }
 };
 Result<ReleaseResult> releaseContent(CacheStore& cache, const std::vector<ReleaseRequest>& files,
                                      const std::function<Status(int fd)>& beforePunch,

@@ -175,11 +175,7 @@ class Job {
       auto r = ctx_.hydrator.release(batch, [this](int fd) { return ctx_.frontend.beforeRelease(fd); });
       batch.clear();
       if (!r) return r.status();
-      total.files += r->files;
-      total.bytes += r->bytes;
-      total.busy += r->busy;
-      total.gone += r->gone;
-      total.failed += r->failed;
+      total += *r;
       return Status::ok();
     };
     for (const auto& f : files) {

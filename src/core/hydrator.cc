@@ -335,7 +335,6 @@ Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
   HSM_RETURN_IF_ERROR(fs->content->allocate(runs));
   std::lock_guard lock(fs->mu);
   fs->allocated = true;
-  allocatedFiles_++;
   return false;
 }
 
@@ -613,11 +612,7 @@ Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseReque
   }
   auto released = cache::releaseContent(cache_, mine, beforePunch, config_.io);
   if (!released) return released.status();
-  result.files += released->files;
-  result.bytes += released->bytes;
-  result.busy += released->busy;
-  result.gone += released->gone;
-  result.failed += released->failed;
+  result += *released;
   releasedFiles_ += result.files;
   releasedBytes_ += result.bytes;
   releaseBusy_ += result.busy;
@@ -653,7 +648,6 @@ HydratorStats Hydrator::stats() const {
   s.errAccess = errAccess_;
   s.errOther = errOther_;
   s.syncErrors = syncErrors_;
-  s.allocatedFiles = allocatedFiles_;
   s.fetchLatency = fetchLatency_.counts();
   s.ensureLatency = ensureLatency_.counts();
   return s;

@@ -90,7 +90,6 @@ struct HydratorStats {
   // removed (ENOENT) the file, permission, anything else (EIO, timeouts...).
   uint64_t errNoSpace = 0, errStale = 0, errGone = 0, errAccess = 0, errOther = 0;
   uint64_t syncErrors = 0;  // failed fsync/fdatasync: the chunks written since are refetched
-  uint64_t allocatedFiles = 0;  // prepareOpen(): files whose missing chunks were allocated
   PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
   PercentileHistogram::Counts ensureLatency;  // one ensure() that was a miss
 };
@@ -182,7 +181,7 @@ class Hydrator {
   std::atomic<uint64_t> fetches_{0}, fetchedBytes_{0}, fetchErrors_{0}, readaheadFetches_{0},
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
       hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0},
-      syncErrors_{0}, allocatedFiles_{0};
+      syncErrors_{0};
   PercentileHistogram fetchLatency_, ensureLatency_;
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)

@@ -284,14 +284,16 @@ Status syncAcl(int fd, const std::string& acl, const std::string& path) {
   return Status::ok();
 }
 
+// An owner or group id for chown(): -1 (the source has none) leaves it as it is.
+uid_t idOrKeep(int64_t id) { return id >= 0 ? static_cast<uid_t>(id) : static_cast<uid_t>(-1); }
+
 Status setAttrsIfChanged(int fd, const struct stat& st, uint32_t mode, int64_t mtimeNs,
                          const std::string& path, int64_t uid, int64_t gid,
                          const std::string* acl = nullptr) {
   // Owner first: chown clears set-id bits, which the mode then sets again.
   if ((uid >= 0 && st.st_uid != static_cast<uid_t>(uid)) ||
       (gid >= 0 && st.st_gid != static_cast<gid_t>(gid))) {
-    if (::fchown(fd, uid >= 0 ? static_cast<uid_t>(uid) : static_cast<uid_t>(-1),
-                 gid >= 0 ? static_cast<gid_t>(gid) : static_cast<gid_t>(-1)) != 0) {
+    if (::fchown(fd, idOrKeep(uid), idOrKeep(gid)) != 0) {
       return Status::fromErrno(errno, fmt::format("cache chown '{}'", displayPath(path)));
     }
     if (::fchmod(fd, mode & 07777) != 0) {
@@ -339,21 +341,11 @@ Result<uint64_t> CacheStore::makeFile(const Entry& e, int dirFd, const std::stri
   if (::fsetxattr(f.get(), kStateXattr, state, std::strlen(state), 0) != 0 && errno != ENOTSUP) {
     return Status::fromErrno(errno, fmt::format("cache setxattr '{}'", what));
   }
-  if ((e.uid >= 0 || e.gid >= 0) &&
-      ::fchown(f.get(), e.uid >= 0 ? static_cast<uid_t>(e.uid) : static_cast<uid_t>(-1),
-               e.gid >= 0 ? static_cast<gid_t>(e.gid) : static_cast<gid_t>(-1)) != 0) {
-    return Status::fromErrno(errno, fmt::format("cache chown '{}'", what));
-  }
-  if (::fchmod(f.get(), e.mode ? e.mode & 07777 : 0644) != 0) {
-    return Status::fromErrno(errno, fmt::format("cache chmod '{}'", what));
-  }
-  if (!e.acl.empty()) HSM_RETURN_IF_ERROR(syncAcl(f.get(), e.acl, path));
-  struct timespec ts[2] = {toTimespec(e.mtimeNs), toTimespec(e.mtimeNs)};
-  if (::futimens(f.get(), ts) != 0) {
-    return Status::fromErrno(errno, fmt::format("cache utimens '{}'", what));
-  }
+  // Owner, mode, ACL and mtime, as for an existing file (all of them differ on a new one).
   struct stat st {};
   if (::fstat(f.get(), &st) != 0) return Status::fromErrno(errno, "fstat new cache file");
+  HSM_RETURN_IF_ERROR(
+      setAttrsIfChanged(f.get(), st, e.mode ? e.mode : 0644, e.mtimeNs, path, e.uid, e.gid, &e.acl));
   if (linkIn && ::linkat(f.get(), "", dirFd, e.name.c_str(), AT_EMPTY_PATH) != 0) {
     return Status::fromErrno(errno, fmt::format("cache link '{}'", what));
   }
@@ -434,8 +426,7 @@ Result<CacheStore::ListingChanges> CacheStore::applyListing(const std::string& d
           return Status::fromErrno(errno, fmt::format("cache symlink '{}'", displayPath(path)));
         }
         if ((e.uid >= 0 || e.gid >= 0) &&
-            ::fchownat(dfd->get(), e.name.c_str(), e.uid >= 0 ? static_cast<uid_t>(e.uid) : static_cast<uid_t>(-1),
-                       e.gid >= 0 ? static_cast<gid_t>(e.gid) : static_cast<gid_t>(-1),
+            ::fchownat(dfd->get(), e.name.c_str(), idOrKeep(e.uid), idOrKeep(e.gid),
                        AT_SYMLINK_NOFOLLOW) != 0) {
           return Status::fromErrno(errno, fmt::format("cache chown '{}'", displayPath(path)));
         }

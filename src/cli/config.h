@@ -19,6 +19,7 @@ struct MountConfig {
   size_t crawlParallel = 4;
   int listingTtlSeconds = 300;  // 0: listings never expire
   size_t workers = 16;
+  size_t connections = 64;       // fetches running at a time (core::HydratorConfig)
   uint64_t cacheSize = 0;        // quota on present content in bytes; 0: none
   double cacheHigh = 0.90;       // eviction starts above this fraction of cacheSize
   double cacheLow = 0.80;        // ... and frees down to this one
@@ -34,7 +35,9 @@ struct MountConfig {
   std::string user;                  // "user:password"; never logged
   bool netrc = false;
   std::vector<std::string> headers;  // "Name: value"
-  int timeoutSeconds = 20;           // a transfer that moves nothing for this long fails
+  int timeoutSeconds = 20;           // a transfer below minSpeed for this long fails
+  uint64_t minSpeed = 1024;          // bytes/s
+  int requestTimeoutSeconds = 300;   // one request in all
   int retries = 3;
   bool redirectsAnywhere = false;    // --redirects any (remote::HttpOptions)
   int workerWatchdogSeconds = 60;    // a fetch worker silent this long while calls wait is replaced

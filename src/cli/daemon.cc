@@ -55,6 +55,8 @@ class Daemon {
     core::HydratorConfig hc;
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
+    hc.connections = config_.connections;
+    hc.readaheadThreads = std::max<size_t>(1, config_.connections / 4);
     // evictor_ is set below, before the frontend starts: no fetch can run before that.
     hc.onCacheFull = [this] { return evictor_->freeSpaceNow(); };
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
@@ -139,14 +141,15 @@ class Daemon {
             log::warn("{}; detaching the view lazily", s.message());
             s = frontend_->unmount(true);
             if (!s) log::error("{}", s.message());
-            if (s) drainDetached();
+            // Asked to stop: open files are served a little longer, then fail (EIO).
+            if (s) drainDetached(std::chrono::seconds(10));
           }
           stop_ = true;
         }
       }
       if (fds[1].revents & POLLIN) handleConnection();
     }
-    if (lazyDrain_) drainDetached();
+    if (lazyDrain_) drainDetached(std::chrono::seconds(60));
     shutdown();
     return 0;
   }
@@ -279,6 +282,12 @@ class Daemon {
     counter("fetches_total", "Remote reads started", d(hs.fetches));
     counter("fetch_bytes_total", "Bytes fetched into the cache", d(hs.fetchedBytes));
     counter("readahead_fetches_total", "Remote reads started by readahead", d(hs.readaheadFetches));
+    gauge("fetches_running", "Remote reads running now", d(hs.scheduler.running));
+    gauge("fetches_queued", "Remote reads waiting for a connection, by kind", d(hs.scheduler.queuedDemand), {{"kind", "demand"}});
+    gauge("fetches_queued", "Remote reads waiting for a connection, by kind", d(hs.scheduler.queuedReadahead), {{"kind", "readahead"}});
+    gauge("reads_parked", "Kernel requests waiting for a fetch", d(hs.parked));
+    counter("fetches_cancelled_total", "Remote reads stopped because no reader needed them any more", d(hs.cancelledFetches));
+    counter("reads_abandoned_total", "Waiting requests dropped because their process had exited", d(hs.abandoned));
     const char* kErr = "Failed remote reads, by cause";
     counter("fetch_errors_total", kErr, d(hs.errNoSpace), {{"cause", "cache_full"}});
     counter("fetch_errors_total", kErr, d(hs.errStale), {{"cause", "remote_changed"}});
@@ -388,7 +397,11 @@ class Daemon {
             {"latency", {{"content", latencyJson(fe.contentLatency)}, {"dir_open", latencyJson(fe.dirLatency)}}},
             {"fetch", {{"count", hs.fetches}, {"bytes", hs.fetchedBytes}, {"errors", hs.fetchErrors},
                        {"readahead", hs.readaheadFetches}, {"waits", hs.waits},
-                       {"files_completed", hs.filesCompleted}}}};
+                       {"files_completed", hs.filesCompleted},
+                       {"running", hs.scheduler.running}, {"queued", hs.scheduler.queuedDemand},
+                       {"queued_readahead", hs.scheduler.queuedReadahead},
+                       {"connections", hs.scheduler.threads}, {"parked", hs.parked},
+                       {"cancelled", hs.cancelledFetches}, {"abandoned", hs.abandoned}}}};
   }
 
   MountConfig config_;
@@ -412,9 +425,9 @@ class Daemon {
 
   // A lazily detached view can still have open files: serve them (bounded) before the
   // fanotify groups close, so they never read unfetched ranges as zeros.
-  void drainDetached() {
-    log::info("view detached; serving files still open on it (up to 60 s)");
-    if (frontend_->waitUntilUnused(std::chrono::seconds(60))) log::info("detached view unused");
+  void drainDetached(std::chrono::seconds limit) {
+    log::info("view detached; serving files still open on it (up to {} s)", limit.count());
+    if (frontend_->waitUntilUnused(limit)) log::info("detached view unused");
   }
 };
 

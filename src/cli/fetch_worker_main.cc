@@ -19,6 +19,10 @@ nlohmann::json workerConfig(const MountConfig& c) {
   return {{"source", c.source},   {"insecure", c.insecure}, {"user", c.user},
           {"netrc", c.netrc},     {"headers", c.headers},   {"timeout", c.timeoutSeconds},
           {"retries", c.retries}, {"redirects_anywhere", c.redirectsAnywhere},
+          {"min_speed", c.minSpeed}, {"request_timeout", c.requestTimeoutSeconds},
+          // Fetches, listings (crawl and directory opens, each with its HEADs), and room
+          // for calls the daemon gave up on that have not noticed yet.
+          {"max_calls", c.connections + c.crawlParallel + c.workers + 64},
           {"watchdog_seconds", c.workerWatchdogSeconds}, {"uid", workerUid()}};
 }
 
@@ -36,6 +40,8 @@ Result<std::unique_ptr<remote::Remote>> openSourceRemote(const nlohmann::json& c
   o.headers = config.value("headers", std::vector<std::string>{});
   o.stallTimeout = std::chrono::seconds(config.value("timeout", 20));
   o.retries = config.value("retries", 3);
+  o.minSpeed = config.value("min_speed", uint64_t{1024});
+  o.requestTimeout = std::chrono::seconds(config.value("request_timeout", 300));
   o.redirectsAnywhere = config.value("redirects_anywhere", false);
   auto r = remote::HttpRemote::open(source, o);
   if (!r) return r.status();

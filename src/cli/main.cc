@@ -437,12 +437,18 @@ int doUmount(const std::string& mpArg, bool lazy) {
     return fail(fmt::format("umount {}: {}{}", *mp, resp->value("error", "failed"), hint));
   }
   // The view is gone; wait (bounded) for the daemon to finish recording and exit. After a
-  // lazy unmount it first serves the files still open on the detached view (up to 60 s).
-  const int waitSeconds = lazy ? 75 : 30;
+  // lazy unmount it first serves the files still open on the detached view (up to 60 s):
+  // the mount point is free already, so this command does not wait for that.
+  const int waitSeconds = lazy ? 5 : 30;
   for (int i = 0; i < waitSeconds * 20 && processAlive(rec->pid); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (processAlive(rec->pid)) {
+    if (lazy) {
+      std::cerr << fmt::format("fanhsm: {} detached; the daemon (pid {}) serves the files still "
+                               "open on it for up to 60 s, then exits\n", *mp, rec->pid);
+      return 0;
+    }
     return fail(fmt::format("umount {}: unmounted, but the daemon (pid {}) has not exited after "
                             "{} s", *mp, rec->pid, waitSeconds));
   }
@@ -742,7 +748,9 @@ int main(int argc, char** argv) {
   mount->add_option("--chunk-size", chunkArg, "Fetch granularity for a new cache (K/M suffix)")->capture_default_str();
   mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();
   mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
-  mount->add_option("--workers", config.workers, "Threads serving kernel requests")->capture_default_str();
+  mount->add_option("--workers", config.workers, "Threads serving directory opens (which may list remotely); reads never hold a thread while they wait")->capture_default_str();
+  mount->add_option("--connections", config.connections, "Fetches from the source at a time: reads waiting for a fetch go first, fairly across files; readahead uses at most a quarter")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
   mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str();
   std::string cacheSizeArg;
   mount->add_option("--cache-size", cacheSizeArg, "Quota on cached content (K/M/G/T suffix); least recently used, unpinned content is released beyond it (default: no quota)");
@@ -762,7 +770,11 @@ int main(int argc, char** argv) {
   mount->add_option("--credentials", credentialsArg, "HTTP: basic auth from FILE, whose first line is USER:PASSWORD (mode 0600, yours)");
   mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc (or $NETRC), read by this command: the network-facing worker gets no right to read files. Also: FANHSM_CREDENTIALS=USER:PASSWORD in the environment");
   mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
-  mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds without progress before a transfer fails")->capture_default_str();
+  mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds a transfer may stay below --min-speed before it fails (EIO)")->capture_default_str();
+  std::string minSpeedArg = "1K";
+  mount->add_option("--min-speed", minSpeedArg, "HTTP: slowest transfer accepted, bytes per second (K/M suffix)")->capture_default_str();
+  mount->add_option("--request-timeout", config.requestTimeoutSeconds, "HTTP: seconds one request may take in all (a listing, or one fetch of at most a few MiB) before it fails (EIO); 0: no limit")
+      ->capture_default_str()->check(CLI::Range(0, 86400));
   std::string redirectsArg = "same-origin";
   mount->add_option("--redirects", redirectsArg, "HTTP: which redirects to follow: same-origin (the source's scheme, host and port), or any (other origins too, when no credential or header would go along); never https to http, never to loopback or link-local addresses unless the source is there")
       ->check(CLI::IsMember({"same-origin", "any"}))->capture_default_str();
@@ -825,6 +837,7 @@ int main(int argc, char** argv) {
     if (!fileModeArg.empty()) config.fileMode = parseMode(fileModeArg, "--file-mode");
     if (!dirModeArg.empty()) config.dirMode = parseMode(dirModeArg, "--dir-mode");
     config.chunkSize = parseSize(chunkArg);
+    config.minSpeed = parseSize(minSpeedArg);
     config.readahead = parseSize(readaheadArg);
     if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {
       throw CLI::ValidationError("--chunk-size", "must be a multiple of 4K between 4K and 64M");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "cache/content_file.h"
@@ -17,13 +18,25 @@ struct Hydrator::Flight {
   uint64_t last = 0;  // exclusive
   bool readahead = false;
   bool done = false;
+  bool running = false;          // a scheduler thread took it
+  uint64_t job = 0;              // its FetchScheduler id
+  std::atomic<bool> cancel{false};  // no live request needs it: stop (ByteSink::cancelled)
   Status status;
+};
+
+// A parked request: ensureAsync() for chunks [first, last) that were not all present.
+struct Hydrator::Waiter {
+  uint64_t first = 0;
+  uint64_t last = 0;  // exclusive
+  Done done;
+  Alive alive;
+  std::chrono::steady_clock::time_point started;
+  bool freedSpace = false;  // an eviction pass already ran for it (once per request)
 };
 
 struct Hydrator::FileState {
   std::mutex syncMu;  // rank 15: serializes syncFile() of this file
   std::mutex mu;      // rank 20: everything below
-  std::condition_variable cv;
   std::string path;
   std::unique_ptr<cache::ContentFile> content;  // version, inode, size, descriptor
   uint64_t size = 0;  // content->size()
@@ -31,6 +44,7 @@ struct Hydrator::FileState {
   ChunkMap durable;   // recorded in the index
   ChunkMap inflight;  // owned by a flight
   std::vector<std::shared_ptr<Flight>> flights;
+  std::vector<std::shared_ptr<Waiter>> waiters;
   bool allocated = false;   // prepareOpen() allocated the missing chunks of this inode
   uint64_t nextExpected = 0;
   uint64_t raFrontier = 0;  // readahead has been scheduled up to this chunk
@@ -45,6 +59,15 @@ struct Hydrator::FileState {
     }
     return nullptr;
   }
+  // Whether a parked request needs a chunk of `f` that is not present yet.
+  bool needed(const Flight& f) const {
+    for (const auto& w : waiters) {
+      for (uint64_t c = std::max(w->first, f.first); c < std::min(w->last, f.last); ++c) {
+        if (!present.has(c)) return true;
+      }
+    }
+    return false;
+  }
 };
 
 namespace {
@@ -55,9 +78,10 @@ class CacheFileSink final : public remote::ByteSink {
  public:
   // `progress(next)` is called after each write with the new end of the written bytes.
   CacheFileSink(const cache::ContentFile& file, uint64_t begin, uint64_t end,
-                std::function<void(uint64_t)> progress)
-      : file_(file), next_(begin), end_(end), progress_(std::move(progress)) {}
+                const std::atomic<bool>& cancel, std::function<void(uint64_t)> progress)
+      : file_(file), next_(begin), end_(end), cancel_(cancel), progress_(std::move(progress)) {}
   Status write(uint64_t offset, const char* data, size_t length) override {
+    if (cancelled()) return Status::error(ECANCELED, "fetch cancelled");
     if (offset != next_) {
       return Status::error(EIO, fmt::format("remote delivered offset {} where {} was expected",
                                             offset, next_));
@@ -71,14 +95,39 @@ class CacheFileSink final : public remote::ByteSink {
     progress_(next_);
     return Status::ok();
   }
+  bool cancelled() const override { return cancel_.load(std::memory_order_relaxed); }
   uint64_t next() const { return next_; }
 
  private:
   const cache::ContentFile& file_;
   uint64_t next_;
   const uint64_t end_;
+  const std::atomic<bool>& cancel_;
   std::function<void(uint64_t)> progress_;
 };
+
+// Waits for the callback of an asynchronous request (ensure(), prepareOpen()).
+template <typename Start>
+Result<bool> waitFor(Start start) {
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<bool>> result;
+  };
+  auto shared = std::make_shared<Shared>();
+  start([shared](Result<bool> r) {
+    {
+      std::lock_guard lock(shared->mu);
+      shared->result.emplace(std::move(r));
+    }
+    shared->cv.notify_all();
+  });
+  std::unique_lock lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->result.has_value(); });
+  return std::move(*shared->result);
+}
+
+Status stopping() { return Status::error(EIO, "fanhsm is stopping"); }
 
 }  // namespace
 
@@ -86,12 +135,12 @@ Hydrator::Hydrator(remote::Remote& remote, cache::CacheStore& cache, HydratorCon
     : remote_(remote),
       cache_(cache),
       config_(config),
-      readaheadPool_(std::max<size_t>(1, config.readaheadThreads), "fanhsm-fetch") {
+      scheduler_(std::max<size_t>(1, config.connections), config.readaheadThreads, "fanhsm-fetch") {
   syncThread_ = std::thread([this] { syncLoop(); });
 }
 
 Hydrator::~Hydrator() {
-  readaheadPool_.stop();
+  shutdown();
   {
     std::lock_guard lock(syncMu_);
     stopping_ = true;
@@ -102,6 +151,66 @@ Hydrator::~Hydrator() {
   if (!s) log::error("recording cache state on stop: {}", s.message());
 }
 
+std::vector<std::shared_ptr<Hydrator::FileState>> Hydrator::activeFiles() {
+  std::vector<std::shared_ptr<FileState>> out;
+  std::lock_guard lock(activeMu_);
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (auto fs = it->second.lock()) {
+      out.push_back(std::move(fs));
+      ++it;
+    } else {
+      it = active_.erase(it);
+    }
+  }
+  return out;
+}
+
+void Hydrator::complete(std::vector<Completion>& out) {
+  if (syncRequested_.exchange(false)) wakeSync();
+  for (auto& c : out) c.done(std::move(c.result));
+  out.clear();
+}
+
+void Hydrator::wakeSync() {
+  {
+    std::lock_guard wake(syncMu_);
+    syncWanted_ = true;
+  }
+  syncCv_.notify_one();
+}
+
+void Hydrator::dropQueued(const std::vector<uint64_t>& ids) {
+  for (uint64_t id : ids) scheduler_.cancel(id);  // drops it: finishFlight(ECANCELED)
+}
+
+template <typename Pred>
+size_t Hydrator::cancelFlightsLocked(FileState& fs, Pred which, std::vector<uint64_t>& queued) {
+  size_t n = 0;
+  for (const auto& f : fs.flights) {
+    if (f->done || f->cancel || !which(*f)) continue;
+    f->cancel = true;
+    if (!f->running) queued.push_back(f->job);
+    ++n;
+  }
+  cancelledFetches_ += n;
+  return n;
+}
+
+void Hydrator::shutdown() {
+  if (closed_.exchange(true)) return;
+  std::vector<Completion> out;
+  std::vector<uint64_t> queued;
+  for (const auto& fs : activeFiles()) {
+    std::lock_guard lock(fs->mu);
+    for (auto& w : fs->waiters) out.push_back({std::move(w->done), stopping()});
+    parked_ -= fs->waiters.size();
+    fs->waiters.clear();
+    cancelFlightsLocked(*fs, [](const Flight&) { return true; }, queued);
+  }
+  complete(out);
+  dropQueued(queued);
+  scheduler_.stop();  // drops what is still queued, waits for the running (cancelled) ones
+}
 
 Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& path) {
   uint64_t epoch = 0;
@@ -149,38 +258,54 @@ Result<std::shared_ptr<Hydrator::FileState>> Hydrator::file(const std::string& p
   }
 }
 
-std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(FileState& fs, uint64_t first,
-                                                             uint64_t limit) {
+std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(const std::shared_ptr<FileState>& fs,
+                                                             uint64_t first, uint64_t limit,
+                                                             bool readahead) {
+  if (closed_) return nullptr;
   auto f = std::make_shared<Flight>();
   f->first = first;
+  f->readahead = readahead;
   uint64_t maxChunks = std::max<uint64_t>(1, config_.maxFetch / config_.chunkSize);
   if (!remote_.supportsRanges()) {
     // Every read streams from the start of the file: one flight to the end, published
     // as it arrives, instead of the prefix again for every chunk.
     maxChunks = UINT64_MAX;
-    limit = fs.present.chunkCount();
+    limit = fs->present.chunkCount();
   }
   uint64_t c = first;
-  while (c < limit && c - first < maxChunks && !fs.present.has(c) && !fs.inflight.has(c)) {
-    fs.inflight.set(c);
+  while (c < limit && c - first < maxChunks && !fs->present.has(c) && !fs->inflight.has(c)) {
     ++c;
   }
   f->last = c;
-  fs.flights.push_back(f);
+  // Queued before it owns its chunks: a scheduler that refuses it (stopping) leaves the
+  // file as it was. The job cannot run before it takes fs->mu, which the caller holds.
+  f->job = scheduler_.post(
+      fs->path, readahead ? FetchScheduler::Priority::kReadahead : FetchScheduler::Priority::kDemand,
+      [this, fs, f] { runFlight(fs, f); },
+      [this, fs, f] { finishFlight(fs, f, Status::error(ECANCELED, "fetch cancelled"), f->first, false); });
+  if (f->job == 0) return nullptr;
+  for (uint64_t k = f->first; k < f->last; ++k) fs->inflight.set(k);
+  fs->flights.push_back(f);
+  {
+    std::lock_guard lock(activeMu_);
+    active_.emplace(fs.get(), fs);
+  }
   return f;
 }
 
 void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f) {
+  {
+    std::lock_guard lock(fs->mu);
+    f->running = true;
+  }
   const uint64_t begin = fs->present.chunkBegin(f->first);
   const uint64_t end = std::min(fs->size, fs->present.chunkBegin(f->last));
-  fetches_++;
-  if (f->readahead) readaheadFetches_++;
-  const auto started = std::chrono::steady_clock::now();
   // Chunks are published as soon as they are written, so a reader waiting for the start
   // of a long flight does not wait for its end.
   uint64_t published = f->first;
   auto publishUpTo = [&](uint64_t endChunk) {
     if (endChunk <= published) return;
+    std::vector<Completion> out;
     {
       std::lock_guard lock(fs->mu);
       for (uint64_t c = published; c < endChunk; ++c) {
@@ -188,11 +313,19 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
         fs->present.set(c);
       }
       fs->dirty = true;
+      published = endChunk;
+      if (!fs->waiters.empty()) settleLocked(fs, nullptr, false, out);
     }
-    published = endChunk;
-    fs->cv.notify_all();
+    complete(out);
   };
-  CacheFileSink sink(*fs->content, begin, end, [&](uint64_t next) {
+  if (f->cancel) {
+    finishFlight(fs, f, Status::error(ECANCELED, "fetch cancelled"), published, false);
+    return;
+  }
+  fetches_++;
+  if (f->readahead) readaheadFetches_++;
+  const auto started = std::chrono::steady_clock::now();
+  CacheFileSink sink(*fs->content, begin, end, f->cancel, [&](uint64_t next) {
     publishUpTo(next >= end ? f->last : next / config_.chunkSize);
   });
   Status s = remote_.read(fs->path, fs->content->version(), begin, end - begin, sink);
@@ -200,18 +333,28 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
     s = Status::error(EIO, fmt::format("remote delivered {} of {} bytes of '{}' at {}",
                                        sink.next() - begin, end - begin, fs->path, begin));
   }
+  if (!s && f->cancel) s = Status::error(ECANCELED, "fetch cancelled");
   // Writing moved the cache file's mtime; the view must show the remote's.
   if (published > f->first) fs->content->restoreTimes();
   fetchLatency_.record(std::chrono::steady_clock::now() - started);
+  bool freedSpace = false;
   if (s) {
     fetchedBytes_ += end - begin;
   } else {
     fetchedBytes_ += fs->present.chunkBegin(published) - begin;
-    fetchErrors_++;
+    if (s.code() != ECANCELED) {
+      fetchErrors_++;
+      log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
+    }
     switch (s.code()) {
       case ENOSPC:
       case EDQUOT:
         errNoSpace_++;
+        // A full cache filesystem: free space (without our locks); the requests waiting
+        // for this flight then try once more.
+        freedSpace = config_.onCacheFull && config_.onCacheFull();
+        break;
+      case ECANCELED:
         break;
       case ESTALE:
         errStale_++;
@@ -226,8 +369,13 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
       default:
         errOther_++;
     }
-    log::warn("fetch '{}' [{}, {}): {}", fs->path, begin, end, s.message());
   }
+  finishFlight(fs, f, s, published, freedSpace);
+}
+
+void Hydrator::finishFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f,
+                            const Status& s, uint64_t published, bool freedSpace) {
+  std::vector<Completion> out;
   bool nowFull = false;
   {
     std::lock_guard lock(fs->mu);
@@ -235,20 +383,90 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
       fs->inflight.reset(c);
       if (s) fs->present.set(c);
     }
-    if (s) fs->dirty = true;
+    if (s && published < f->last) fs->dirty = true;
     f->done = true;
     f->status = s;
     std::erase(fs->flights, f);
+    settleLocked(fs, s ? nullptr : f.get(), freedSpace, out);
     nowFull = fs->present.full();
-  }
-  fs->cv.notify_all();
-  if (nowFull) {
-    {
-      std::lock_guard wake(syncMu_);
-      syncWanted_ = true;
+    if (fs->flights.empty() && fs->waiters.empty()) {
+      std::lock_guard active(activeMu_);
+      active_.erase(fs.get());
     }
-    syncCv_.notify_one();
   }
+  complete(out);
+  if (nowFull) wakeSync();
+}
+
+Result<bool> Hydrator::advanceLocked(const std::shared_ptr<FileState>& fs, Waiter& w) {
+  bool ready = true;
+  for (uint64_t c = w.first; c < w.last; ++c) {
+    if (fs->present.has(c)) continue;
+    ready = false;
+    auto f = fs->flightFor(c);
+    if (!f) {
+      f = startFlightLocked(fs, c, w.last, false);
+      if (!f) return stopping();
+    } else if (f->readahead && !f->running && !f->cancel) {
+      // A reader waits for it now: it goes before every other readahead.
+      f->readahead = false;
+      scheduler_.promote(f->job);
+    }
+    c = f->last - 1;
+  }
+  return ready;
+}
+
+void Hydrator::settleLocked(const std::shared_ptr<FileState>& fs, const Flight* failed,
+                            bool freedSpace, std::vector<Completion>& out) {
+  const auto now = std::chrono::steady_clock::now();
+  auto& ws = fs->waiters;
+  for (size_t i = 0; i < ws.size();) {
+    Waiter& w = *ws[i];
+    std::optional<Status> error;
+    if (closed_) {
+      error = stopping();
+    } else if (failed && failed->status.code() != ECANCELED && w.first < failed->last &&
+               failed->first < w.last) {
+      bool hit = false;  // the request needs a chunk the failed flight was to bring
+      for (uint64_t c = std::max(w.first, failed->first); c < std::min(w.last, failed->last); ++c) {
+        hit = hit || !fs->present.has(c);
+      }
+      if (hit) {
+        const int err = failed->status.code();
+        if ((err == ENOSPC || err == EDQUOT) && freedSpace && !w.freedSpace) {
+          w.freedSpace = true;  // space was freed: try once more
+        } else {
+          error = failed->status;
+        }
+      }
+    }
+    if (!error) {
+      auto ready = advanceLocked(fs, w);
+      if (!ready) {
+        error = ready.status();
+      } else if (!*ready) {
+        ++i;
+        continue;
+      }
+    }
+    out.push_back({std::move(w.done), error ? Result<bool>(*error) : Result<bool>(readyLocked(*fs))});
+    ensureLatency_.record(now - w.started);
+    ws.erase(ws.begin() + static_cast<std::ptrdiff_t>(i));
+    parked_--;
+  }
+}
+
+bool Hydrator::readyLocked(FileState& fs) {
+  // A file that just became complete is recorded by the sync thread (fsync, then the
+  // index), not on this reader's path: an fsync per completed file would dominate a walk
+  // of small files. Until it is recorded this returns false, so the frontend keeps
+  // watching the file; a later request sees it durable (and sets the ignore mark).
+  if (fs.present.full() && !fs.fullDurable) {
+    syncRequested_ = true;  // complete() wakes the sync thread, without this lock
+    return false;
+  }
+  return fs.fullDurable;
 }
 
 void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uint64_t fromChunk) {
@@ -262,35 +480,9 @@ void Hydrator::scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uin
   fs->raFrontier = limit;
   for (uint64_t c = start; c < limit; ++c) {
     if (fs->present.has(c) || fs->inflight.has(c)) continue;
-    auto f = startFlightLocked(*fs, c, limit);
-    f->readahead = true;
+    auto f = startFlightLocked(fs, c, limit, true);
+    if (!f) return;
     c = f->last - 1;
-    // The task fails its flight if the pool drops it, so no waiter is left hanging.
-    struct Task {
-      Hydrator* h = nullptr;
-      std::shared_ptr<FileState> fs;
-      std::shared_ptr<Flight> f;
-      bool ran = false;
-      ~Task() {
-        if (ran || !fs) return;
-        {
-          std::lock_guard lock(fs->mu);
-          for (uint64_t k = f->first; k < f->last; ++k) fs->inflight.reset(k);
-          f->done = true;
-          f->status = Status::error(ECANCELED, "fetch cancelled: daemon stopping");
-          std::erase(fs->flights, f);
-        }
-        fs->cv.notify_all();
-      }
-    };
-    auto task = std::make_shared<Task>();  // built in place: no temporary to destroy here
-    task->h = this;
-    task->fs = fs;
-    task->f = f;
-    readaheadPool_.post([task] {
-      task->ran = true;
-      task->h->runFlight(task->fs, task->f);
-    });
   }
 }
 
@@ -308,18 +500,7 @@ Result<std::shared_ptr<Hydrator::FileState>> Hydrator::fileFor(const std::string
   return fsr;
 }
 
-Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
-  auto fsr = fileFor(path, ino);
-  if (!fsr) return fsr.status();
-  std::shared_ptr<FileState> fs = *fsr;
-  if (fs->size <= config_.chunkSize) {
-    // One chunk: fetched whole now, which is what its first read would fetch. A complete
-    // file is right for every tool, also those that ask SEEK_DATA without looking at
-    // st_blocks. If the fetch fails, the open goes on with an allocation: its reads fail
-    // with the fetch's error then, where the reader expects one.
-    auto whole = ensure(path, 0, fs->size, ino);
-    if (whole) return *whole;
-  }
+Result<bool> Hydrator::allocateMissing(const std::shared_ptr<FileState>& fs) {
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // missing chunks
   {
     std::lock_guard lock(fs->mu);
@@ -338,45 +519,66 @@ Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
   return false;
 }
 
+void Hydrator::prepareOpenAsync(const std::string& path, uint64_t ino, Done done, Alive alive) {
+  auto fsr = fileFor(path, ino);
+  if (!fsr) return done(fsr.status());
+  std::shared_ptr<FileState> fs = *fsr;
+  if (fs->size > config_.chunkSize) return done(allocateMissing(fs));
+  // One chunk: fetched whole now, which is what its first read would fetch. A complete
+  // file is right for every tool, also those that ask SEEK_DATA without looking at
+  // st_blocks. If the fetch fails, the open goes on with an allocation: its reads fail
+  // with the fetch's error then, where the reader expects one.
+  ensureAsync(
+      path, 0, fs->size, ino,
+      [this, fs, done = std::move(done)](Result<bool> whole) {
+        if (whole || closed_) return done(std::move(whole));
+        done(allocateMissing(fs));
+      },
+      std::move(alive));
+}
+
+Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
+  return waitFor([&](Done done) { prepareOpenAsync(path, ino, std::move(done)); });
+}
+
 Result<bool> Hydrator::releaseAllocation(const std::string& path, uint64_t ino) {
   auto fsr = fileFor(path, ino);
   if (!fsr) return fsr.status();
   std::shared_ptr<FileState> fs = *fsr;
-  // Under the file's lock: no flight can start on a chunk while it is punched (a flight
-  // owns its chunks, marked inflight under this lock, before it writes). Punching ranges
-  // without data is a short metadata operation, and the lease is held for no longer.
-  std::lock_guard lock(fs->mu);
-  if (fs->present.full()) return false;
-  // Granted only if no other open file of the inode exists (ours is read-write: no other
-  // writer and no reader; an open in progress counts as a reader before it raises its
-  // open event). The kernel signals us (SIGIO, ignored) if an open has to wait for it.
-  if (!fs->content->tryLease()) return false;
-  Status s = fs->content->punch(cache::chunkRuns(
-      fs->present, [&](uint64_t c) { return !fs->present.has(c) && !fs->inflight.has(c); }));
-  fs->content->unlease();
+  std::vector<uint64_t> queued;
+  Status s;
+  {
+    // Under the file's lock: no flight can start on a chunk while it is punched (a flight
+    // owns its chunks, marked inflight under this lock, before it writes). Punching ranges
+    // without data is a short metadata operation, and the lease is held for no longer.
+    std::lock_guard lock(fs->mu);
+    if (fs->present.full()) return false;
+    // Granted only if no other open file of the inode exists (ours is read-write: no other
+    // writer and no reader; an open in progress counts as a reader before it raises its
+    // open event). The kernel signals us (SIGIO, ignored) if an open has to wait for it.
+    if (!fs->content->tryLease()) return false;
+    // No one reads the file: its readahead (and any fetch no request waits for) stops.
+    cancelFlightsLocked(*fs, [&](const Flight& f) { return !fs->needed(f); }, queued);
+    s = fs->content->punch(cache::chunkRuns(
+        fs->present, [&](uint64_t c) { return !fs->present.has(c) && !fs->inflight.has(c); }));
+    fs->content->unlease();
+    if (s) fs->allocated = false;
+  }
+  dropQueued(queued);
   HSM_RETURN_IF_ERROR(s);
-  fs->allocated = false;
   return true;
 }
 
-Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length,
-                              uint64_t ino) {
+void Hydrator::ensureAsync(const std::string& path, uint64_t offset, uint64_t length, uint64_t ino,
+                           Done done, Alive alive) {
+  if (closed_) return done(stopping());
   auto fsr = fileFor(path, ino);
-  if (!fsr) return fsr.status();
+  if (!fsr) return done(fsr.status());
   std::shared_ptr<FileState> fs = *fsr;
-  const auto started = std::chrono::steady_clock::now();
-  bool missed = false;
-  struct LatencyRecord {
-    Hydrator* h;
-    const std::chrono::steady_clock::time_point& started;
-    const bool& missed;
-    ~LatencyRecord() {
-      if (missed) h->ensureLatency_.record(std::chrono::steady_clock::now() - started);
-      (missed ? h->misses_ : h->hits_)++;
-    }
-  } latencyRecord{this, started, missed};
+  std::vector<Completion> out;
+  bool answered = false;  // parked, or failed
   {
-    std::unique_lock lock(fs->mu);
+    std::lock_guard lock(fs->mu);
     // Nothing to read (a zero-length read, or one at or past the end): nothing to fetch.
     const bool nothing = length == 0 || offset >= fs->size;
     if (!fs->present.full() && !nothing) {
@@ -387,50 +589,67 @@ Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t
       fs->seen = true;
       fs->nextExpected = std::min(fs->size, offset + length);
       scheduleReadaheadLocked(fs, last);
-      bool freedSpace = false;
-      uint64_t c = first;
-      while (c < last) {
-        if (fs->present.has(c)) {
-          ++c;
-          continue;
+      auto w = std::make_shared<Waiter>();
+      w->first = first;
+      w->last = last;
+      w->started = std::chrono::steady_clock::now();
+      for (uint64_t c = first; c < last; ++c) {
+        if (fs->inflight.has(c)) {
+          waits_++;  // shares another request's fetch
+          break;
         }
-        missed = true;
-        if (auto other = fs->flightFor(c)) {
-          waits_++;
-          fs->cv.wait(lock, [&] { return other->done || fs->present.has(c); });
-          if (!fs->present.has(c) && !other->status) return other->status;
-          continue;  // re-check c: it is present now
+      }
+      auto ready = advanceLocked(fs, *w);
+      if (!ready || !*ready) {
+        misses_++;
+        answered = true;
+        if (!ready) {
+          out.push_back({std::move(done), ready.status()});
+        } else {
+          w->done = std::move(done);
+          w->alive = std::move(alive);
+          fs->waiters.push_back(std::move(w));
+          parked_++;
+          std::lock_guard active(activeMu_);
+          active_.emplace(fs.get(), fs);
         }
-        auto mine = startFlightLocked(*fs, c, last);
-        lock.unlock();
-        runFlight(fs, mine);
-        const int err = mine->status ? 0 : mine->status.code();
-        // A full cache filesystem: free space (without our locks) and try once more.
-        const bool retry = (err == ENOSPC || err == EDQUOT) && !freedSpace && config_.onCacheFull &&
-                           config_.onCacheFull();
-        lock.lock();
-        if (retry) {
-          freedSpace = true;
-          continue;
-        }
-        if (!mine->status) return mine->status;
       }
     }
-    // A file that just became complete is recorded by the sync thread (fsync, then the
-    // index), not on this reader's path: an fsync per completed file would dominate a walk
-    // of small files. Until it is recorded this returns false, so the frontend keeps
-    // watching the file; a later request sees it durable (and sets the ignore mark).
-    if (fs->present.full() && !fs->fullDurable) {
-      lock.unlock();
-      {
-        std::lock_guard wake(syncMu_);
-        syncWanted_ = true;
-      }
-      syncCv_.notify_one();
-      return false;
+    if (!answered) {
+      hits_++;
+      out.push_back({std::move(done), readyLocked(*fs)});
     }
-    return fs->fullDurable;
   }
+  complete(out);
+}
+
+Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length,
+                              uint64_t ino) {
+  return waitFor([&](Done done) { ensureAsync(path, offset, length, ino, std::move(done)); });
+}
+
+void Hydrator::sweepWaiters() {
+  std::vector<Completion> out;
+  std::vector<uint64_t> queued;
+  for (const auto& fs : activeFiles()) {
+    std::lock_guard lock(fs->mu);
+    auto& ws = fs->waiters;
+    for (size_t i = 0; i < ws.size();) {
+      if (!ws[i]->alive || ws[i]->alive()) {
+        ++i;
+        continue;
+      }
+      out.push_back({std::move(ws[i]->done), Status::error(ECANCELED, "the reader is gone")});
+      ws.erase(ws.begin() + static_cast<std::ptrdiff_t>(i));
+      parked_--;
+      abandoned_++;
+    }
+    // Demand fetches no live request needs any more stop; readahead stops at the close.
+    cancelFlightsLocked(*fs, [&](const Flight& f) { return !f.readahead && !fs->needed(f); },
+                        queued);
+  }
+  complete(out);
+  dropQueued(queued);
 }
 
 Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
@@ -498,6 +717,7 @@ void Hydrator::syncLoop() {
     }
     Status s = flush();
     if (!s) log::warn("recording cache state: {}", s.message());
+    sweepWaiters();
     // Forget idle, fully recorded files: complete ones at once (they raise no events while
     // their ignore mark lasts, and a loaded file's open descriptor would pin its inode, and
     // with it the mark, against reclaim), partial ones beyond a bound. The index has their
@@ -508,7 +728,7 @@ void Hydrator::syncLoop() {
       bool forget = false;
       if (fs.use_count() == 1) {
         std::lock_guard fl(fs->mu);
-        forget = !fs->dirty && fs->flights.empty() &&
+        forget = !fs->dirty && fs->flights.empty() && fs->waiters.empty() &&
                  (fs->fullDurable || files_.size() > kKeepLoaded);
       }
       it = forget ? files_.erase(it) : std::next(it);
@@ -552,8 +772,9 @@ Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseReque
   std::vector<std::shared_ptr<FileState>> unloaded;  // destroyed outside mu_
   // 1. Claim the paths: unload idle files, refuse busy ones, block loads. A file with no
   // fetch running and nothing unrecorded whose shared state is still referenced (the sync
-  // thread recording it, a request on its fast path: both short) is tried again a few
-  // times, at most 50 ms, instead of being called busy.
+  // thread recording it, a request on its fast path, a fetch that has published all its
+  // bytes and is ending: all short) is tried again a few times, at most 50 ms, instead of
+  // being called busy.
   std::vector<const ReleaseRequest*> pending;
   for (const auto& r : files) pending.push_back(&r);
   for (int attempt = 0; !pending.empty(); ++attempt) {
@@ -568,12 +789,14 @@ Result<Hydrator::ReleaseResult> Hydrator::release(const std::vector<ReleaseReque
         auto it = files_.find(r->path);
         if (it != files_.end()) {
           auto& fs = it->second;
-          bool quiet;  // no fetch running, nothing unrecorded
+          bool quiet, settled;  // nothing fetching or unrecorded; and no flight left at all
           {
             std::lock_guard fl(fs->mu);
-            quiet = !fs->dirty && fs->flights.empty();
+            quiet = !fs->dirty && fs->inflight.empty() && fs->waiters.empty();
+            // A flight whose bytes are all published (its readers answered) is ending.
+            settled = quiet && fs->flights.empty();
           }
-          if (!quiet || fs.use_count() != 1) {
+          if (!settled || fs.use_count() != 1) {
             if (quiet && attempt < 25) {
               transient.push_back(r);
             } else {
@@ -648,9 +871,14 @@ HydratorStats Hydrator::stats() const {
   s.errAccess = errAccess_;
   s.errOther = errOther_;
   s.syncErrors = syncErrors_;
+  s.cancelledFetches = cancelledFetches_;
+  s.abandoned = abandoned_;
+  s.parked = parked_;
+  s.scheduler = scheduler_.stats();
   s.fetchLatency = fetchLatency_.counts();
   s.ensureLatency = ensureLatency_.counts();
   return s;
 }
 
 }  // namespace hsm::core
+

@@ -18,7 +18,16 @@
 //   at once) before ensure() reports it full, so a frontend may stop watching it (fanotify
 //   ignore mark) from then on; the reader that completed it does not wait for the fsync.
 // - Sequential access (a request starting where the previous one ended) schedules
-//   readahead of the next `readahead` bytes on a small pool, in flights of maxFetch.
+//   readahead of the next `readahead` bytes, in flights of maxFetch.
+// - No caller's thread waits for the remote (ensureAsync): a request whose range is not
+//   present is parked (a Waiter: a table entry, not a thread) and answered by the fetch
+//   thread that completes or fails its range. Flights run on a FetchScheduler: at most
+//   `connections` at a time, demand before readahead, fair across files; a request that
+//   needs a chunk of a queued readahead flight promotes it. ensure() is the blocking form.
+// - A parked request whose requester is gone (its `alive` check fails; checked by the sync
+//   thread every syncInterval) is dropped, and a demand flight no live request needs any
+//   more is cancelled: the Remote sees ByteSink::cancelled() and stops within about a
+//   second. Readahead is cancelled when no one has the file open (releaseAllocation()).
 // - Remote errors fail the requests waiting on that flight; the chunks go back to missing
 //   and the next request tries again. Bytes from a failed fetch are never marked present.
 // - A failed sync makes the chunks written since the last record missing again (the kernel
@@ -28,7 +37,8 @@
 //   opened) fails with ESTALE instead of filling the wrong one.
 //
 // Thread-safety: all methods are thread-safe. Locks: files map (rank 10) -> per-file
-// (rank 20) -> MetaDb (rank 30). No lock is held across remote reads or fdatasync.
+// (rank 20) -> active files (rank 22, leaf) -> MetaDb (rank 30). No lock is held across
+// remote reads or fdatasync, and callbacks (Done) are called with none held.
 #pragma once
 
 #include <atomic>
@@ -47,8 +57,8 @@
 #include "cache/cache_store.h"
 #include "cache/content_file.h"
 #include "remote/remote.h"
+#include "core/fetch_scheduler.h"
 #include "util/percentile_histogram.h"
-#include "util/thread_pool.h"
 
 namespace hsm::core {
 
@@ -56,7 +66,10 @@ struct HydratorConfig {
   uint64_t chunkSize = 1 << 20;
   uint64_t maxFetch = 8 << 20;
   uint64_t readahead = 32 << 20;
-  size_t readaheadThreads = 2;
+  // Fetches running at a time (the concurrency limit towards the source); readahead uses
+  // at most readaheadThreads of them.
+  size_t connections = 64;
+  size_t readaheadThreads = 4;
   std::chrono::milliseconds syncInterval{200};
   // Called by ensure() (no lock held) when a write to the cache failed because its
   // filesystem is full (ENOSPC, EDQUOT): frees space now if it can and returns true if
@@ -90,6 +103,10 @@ struct HydratorStats {
   // removed (ENOENT) the file, permission, anything else (EIO, timeouts...).
   uint64_t errNoSpace = 0, errStale = 0, errGone = 0, errAccess = 0, errOther = 0;
   uint64_t syncErrors = 0;  // failed fsync/fdatasync: the chunks written since are refetched
+  uint64_t cancelledFetches = 0;  // stopped because no live request needed them
+  uint64_t abandoned = 0;         // parked requests dropped because their requester was gone
+  uint64_t parked = 0;            // requests waiting for a fetch now
+  FetchSchedulerStats scheduler;
   PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
   PercentileHistogram::Counts ensureLatency;  // one ensure() that was a miss
 };
@@ -111,6 +128,19 @@ class Hydrator {
   Result<bool> ensure(const std::string& path, uint64_t offset, uint64_t length,
                       uint64_t ino = 0);
 
+  // What ensure() and prepareOpen() return, delivered to a callback. Called exactly once,
+  // with no lock of this class held: before ensureAsync() returns (the range is present,
+  // or an immediate error), or later on a fetch thread. Must not block for long.
+  using Done = std::function<void(Result<bool>)>;
+  // Whether the requester still waits (e.g. its process is alive). Called from the sync
+  // thread with a file lock held: must be quick and must not call into this class.
+  using Alive = std::function<bool()>;
+  // ensure() without waiting: the request is parked until its range lands or fails. A
+  // request whose `alive` turns false is answered with ECANCELED and its fetches, unless
+  // another request needs them, are cancelled. After shutdown(): EIO at once.
+  void ensureAsync(const std::string& path, uint64_t offset, uint64_t length, uint64_t ino,
+                   Done done, Alive alive = {});
+
   // A file of `path` (cache inode `ino`, as in ensure()) is being opened. A file of one
   // chunk is fetched whole (what its first read would fetch). Otherwise, unless it is
   // complete, its missing chunks are allocated (unwritten extents: they read as zeros and
@@ -121,6 +151,8 @@ class Hydrator {
   // ENOSPC/EDQUOT when the cache filesystem has no room for the allocation (no content is
   // released for it: it lasts only while the file is open).
   Result<bool> prepareOpen(const std::string& path, uint64_t ino);
+  // prepareOpen() without waiting for the fetch of a one-chunk file (as ensureAsync()).
+  void prepareOpenAsync(const std::string& path, uint64_t ino, Done done, Alive alive = {});
   // A file was closed: if no one has it open any more (a write lease on this class's own
   // descriptor is granted only then; new opens wait while it is held), the chunks still
   // missing and not being fetched are punched out again, so the allocation lasts only
@@ -151,18 +183,56 @@ class Hydrator {
   // Records everything written so far (fdatasync + index). Used on stop and by tests.
   Status flush();
 
+  // The daemon stops: every parked request is answered with EIO, every fetch cancelled,
+  // new requests fail with EIO at once. Returns when no fetch runs any more (a cancelled
+  // fetch ends within about a second, whatever the source does). Idempotent.
+  void shutdown();
+
  private:
   struct Flight;
   struct FileState;
+  struct Waiter;
+  struct Completion {
+    Done done;
+    Result<bool> result;
+  };
 
   Result<std::shared_ptr<FileState>> file(const std::string& path);
   // file(), checked against the inode `ino` the caller reads (0: any); see ensure().
   Result<std::shared_ptr<FileState>> fileFor(const std::string& path, uint64_t ino);
-  // Starts a flight for missing chunks at `first` (caller holds fs.mu); returns it.
-  std::shared_ptr<Flight> startFlightLocked(FileState& fs, uint64_t first, uint64_t limit);
+  // Starts a flight for missing chunks at `first` (caller holds fs.mu) and queues it on
+  // the scheduler; returns it, or nullptr if the scheduler is stopping.
+  std::shared_ptr<Flight> startFlightLocked(const std::shared_ptr<FileState>& fs,
+                                            uint64_t first, uint64_t limit, bool readahead);
   // Runs a flight: remote read into the cache file, then publishes the result.
   void runFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f);
+  // A flight ended (ran, failed or was dropped): its chunks from `published` on become
+  // present (ok) or missing again, and its waiters are settled.
+  void finishFlight(const std::shared_ptr<FileState>& fs, const std::shared_ptr<Flight>& f,
+                    const Status& s, uint64_t published, bool freedSpace);
+  // Makes progress for a parked request (caller holds fs.mu): starts flights for its
+  // missing chunks that have none, promotes queued readahead it needs. Returns true once
+  // its whole range is present; an error if no flight could be started.
+  Result<bool> advanceLocked(const std::shared_ptr<FileState>& fs, Waiter& w);
+  // Answers the parked requests of `fs` that are ready or failed (caller holds fs.mu);
+  // `failed`: a flight that just failed (its waiters fail with its status, unless space
+  // was freed for them once already).
+  void settleLocked(const std::shared_ptr<FileState>& fs, const Flight* failed, bool freedSpace,
+                    std::vector<Completion>& out);
+  // The answer for a request whose range is present (caller holds fs.mu).
+  bool readyLocked(FileState& fs);
   void scheduleReadaheadLocked(const std::shared_ptr<FileState>& fs, uint64_t fromChunk);
+  Result<bool> allocateMissing(const std::shared_ptr<FileState>& fs);
+  // Cancels the flights of `fs` that `which` selects (caller holds fs.mu); the ids of the
+  // queued ones go to `queued`, to be dropped by the caller without the file's lock.
+  template <typename Pred>
+  size_t cancelFlightsLocked(FileState& fs, Pred which, std::vector<uint64_t>& queued);
+  void dropQueued(const std::vector<uint64_t>& ids);
+  void complete(std::vector<Completion>& out);
+  void wakeSync();
+  // Drops parked requests whose requester is gone and cancels flights no one needs.
+  void sweepWaiters();
+  std::vector<std::shared_ptr<FileState>> activeFiles();
   // fdatasync + record one file; `full` files are fsync()ed.
   Status syncFile(const std::shared_ptr<FileState>& fs);
   void syncLoop();
@@ -182,14 +252,21 @@ class Hydrator {
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
       hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0},
       syncErrors_{0};
+  std::atomic<uint64_t> cancelledFetches_{0}, abandoned_{0}, parked_{0};
   PercentileHistogram fetchLatency_, ensureLatency_;
+  std::atomic<bool> closed_{false};  // shutdown(): no new requests
+  std::atomic<bool> syncRequested_{false};  // readyLocked(): complete() wakes the sync thread
+  // Files with flights or parked requests (for sweepWaiters() and shutdown(), which must
+  // also reach files forget() dropped from files_).
+  std::mutex activeMu_;  // rank 22 (leaf)
+  std::unordered_map<const FileState*, std::weak_ptr<FileState>> active_;
 
   std::mutex syncMu_;  // rank 5: sync thread wakeup (leaf)
   std::condition_variable syncCv_;
   bool stopping_ = false;
   bool syncWanted_ = false;  // a file became complete: record it now, not at the interval
   std::thread syncThread_;
-  ThreadPool readaheadPool_;
+  FetchScheduler scheduler_;
 };
 
 }  // namespace hsm::core

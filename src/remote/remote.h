@@ -43,6 +43,10 @@ class ByteSink {
  public:
   virtual ~ByteSink() = default;
   virtual Status write(uint64_t offset, const char* data, size_t length) = 0;
+  // True once the caller no longer wants the bytes (no reader waits for them, or the
+  // daemon stops). A backend checks it between writes and while it waits for the source
+  // (at least every second or so), and then fails the read with ECANCELED.
+  virtual bool cancelled() const { return false; }
 };
 
 class Remote {

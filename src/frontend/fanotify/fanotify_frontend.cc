@@ -6,6 +6,7 @@
 #include <sys/fanotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <dirent.h>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -113,7 +115,10 @@ Status FanotifyFrontend::start() {
   auto guard = GroupGuard::spawn(contentGroup_.get(), openGroup_.get(), config_.mountpoint);
   if (!guard) return guard.status();
   guard_ = std::move(*guard);
-  workers_ = std::make_unique<ThreadPool>(config_.workers, "fanhsm-event");
+  // Content and file-open events never wait for the remote (they are parked in the
+  // Hydrator): a few threads answer them. Directory opens may list remotely: their own.
+  events_ = std::make_unique<ThreadPool>(4, "fanhsm-event");
+  dirs_ = std::make_unique<ThreadPool>(config_.workers, "fanhsm-dir");
   reader_ = std::thread([this] { readLoop(); });
   Status s = mountView();
   if (!s) stop();
@@ -154,7 +159,11 @@ void FanotifyFrontend::stop() {
     (void)n;
   }
   if (reader_.joinable()) reader_.join();
-  if (workers_) workers_->stop();  // queued events are denied with EIO by their destructors
+  // Queued events are denied with EIO by their destructors; parked ones by the Hydrator,
+  // before the groups close (a late answer must never go to a reused descriptor number).
+  if (events_) events_->stop();
+  if (dirs_) dirs_->stop();
+  hydrator_.shutdown();
   guard_.release();  // a clean stop: the guard must not keep the groups alive
   contentGroup_.reset();
   openGroup_.reset();
@@ -164,6 +173,7 @@ void FanotifyFrontend::readLoop() {
   struct pollfd fds[3] = {{contentGroup_.get(), POLLIN, 0},
                           {openGroup_.get(), POLLIN, 0},
                           {wakeFd_.get(), POLLIN, 0}};
+  bool overBudgetLogged = false;
   const auto period = flushPeriod();
   auto nextFlush = std::chrono::steady_clock::now() + period;
   while (!stopping_) {
@@ -180,6 +190,18 @@ void FanotifyFrontend::readLoop() {
       timeoutMs = static_cast<int>(
           std::chrono::duration_cast<std::chrono::milliseconds>(nextFlush - now).count() + 1);
     }
+    // Past the budget of unanswered events, stop reading (unread events hold no
+    // descriptor) and look again every 50 ms.
+    const bool overBudget = pending_ >= config_.maxPending;
+    fds[0].events = fds[1].events = overBudget ? 0 : POLLIN;
+    if (overBudget) {
+      if (!overBudgetLogged) {
+        log::warn("{} kernel requests wait for the source; reading no more until some are "
+                  "answered", pending_.load());
+      }
+      timeoutMs = timeoutMs < 0 ? 50 : std::min(timeoutMs, 50);
+    }
+    overBudgetLogged = overBudget;
     int n = ::poll(fds, 3, timeoutMs);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -194,7 +216,9 @@ void FanotifyFrontend::readLoop() {
 
 void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
   alignas(struct fanotify_event_metadata) char buf[64 * 1024];
-  while (true) {
+  // Events not yet read hold no descriptor: past the budget of unanswered ones, reading
+  // stops until some are answered (readLoop polls again then).
+  while (pending_ < config_.maxPending) {
     ssize_t len = ::read(groupFd, buf, sizeof buf);
     const auto readAt = std::chrono::steady_clock::now();
     if (len < 0) {
@@ -216,10 +240,12 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
         // A notification (no answer): the last close of an allocated file gives back what
         // is still missing. The daemon's own closes (private path, same inode) do not count.
         auto fd = std::make_shared<UniqueFd>(m->fd);
-        if (m->pid != ::getpid()) workers_->post([this, fd] { handleFileClose(std::move(*fd)); });
+        if (m->pid != ::getpid()) events_->post([this, fd] { handleFileClose(std::move(*fd)); });
         continue;
       }
-      PermissionEvent ev(groupFd, m->fd, m->mask, /*errnoReplies=*/contentGroup, &denied_, &pending_);
+      auto ev = std::make_shared<PermissionEvent>(groupFd, m->fd, m->mask,
+                                                  /*errnoReplies=*/contentGroup, &denied_, &pending_);
+      const pid_t pid = m->pid;
       if (contentGroup) {
         // Info records follow the metadata; the RANGE record gives the byte range.
         size_t off = m->metadata_len;
@@ -230,24 +256,20 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
           if (hdr->info_type == FAN_EVENT_INFO_TYPE_RANGE && hdr->len >= sizeof(fan::RangeInfo)) {
             fan::RangeInfo ri;
             std::memcpy(&ri, hdr, sizeof ri);
-            ev.setRange(ri.offset, ri.count);
+            ev->setRange(ri.offset, ri.count);
           }
           off += hdr->len;
         }
         fileEvents_++;
-        auto shared = std::make_shared<PermissionEvent>(std::move(ev));
-        workers_->post([this, shared, readAt] {
-          handleContent(*shared);
-          contentLatency_.record(std::chrono::steady_clock::now() - readAt);
-        });
+        events_->post([this, ev, pid, readAt] { handleContent(ev, pid, readAt); });
         continue;
       }
       struct stat st {};
-      if (::fstat(ev.fd(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      if (::fstat(ev->fd(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        // Listing may take a remote call: directory opens have threads of their own.
         dirEvents_++;
-        auto shared = std::make_shared<PermissionEvent>(std::move(ev));
-        workers_->post([this, shared, readAt] {
-          handleDirOpen(*shared);
+        dirs_->post([this, ev, readAt] {
+          handleDirOpen(*ev);
           dirLatency_.record(std::chrono::steady_clock::now() - readAt);
         });
         continue;
@@ -255,8 +277,7 @@ void FanotifyFrontend::readGroup(int groupFd, bool contentGroup) {
       // A file open: a file not yet complete stops looking sparse before the opener can
       // fstat it (see handleFileOpen); content itself is checked at read time.
       openEvents_++;
-      auto shared = std::make_shared<PermissionEvent>(std::move(ev));
-      workers_->post([this, shared] { handleFileOpen(*shared); });
+      events_->post([this, ev, pid] { handleFileOpen(ev, pid); });
     }
   }
 }
@@ -310,7 +331,9 @@ std::optional<std::string> FanotifyFrontend::pathOrDeny(PermissionEvent& ev) con
   return std::nullopt;
 }
 
-void FanotifyFrontend::handleContent(PermissionEvent& ev) {
+void FanotifyFrontend::handleContent(const std::shared_ptr<PermissionEvent>& evp, pid_t pid,
+                                     std::chrono::steady_clock::time_point readAt) {
+  PermissionEvent& ev = *evp;
   try {
     // The inode the reader holds: after a change at the remote the name refers to a new
     // one, and the old one must not be filled (nor the new one in its place). A replaced
@@ -341,21 +364,62 @@ void FanotifyFrontend::handleContent(PermissionEvent& ev) {
       ev.deny(EIO);
       return;
     }
-    auto full = hydrator_.ensure(*path, offset, count, static_cast<uint64_t>(st.st_ino));
-    if (!full) {
-      log::warn("read '{}' [{}, +{}): {}", *path, offset, count, full.status().message());
-      ev.deny(fanotifyErrno(full.status().code()));
-      return;
-    }
-    if (*full) addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
-    ev.allow();
+    // Parked, not waited for: the answer comes from the fetch thread that lands the range.
+    hydrator_.ensureAsync(
+        *path, offset, count, static_cast<uint64_t>(st.st_ino),
+        [this, evp, p = *path, offset, count, readAt](Result<bool> full) {
+          answerContent(*evp, p, offset, count, full);
+          contentLatency_.record(std::chrono::steady_clock::now() - readAt);
+        },
+        readerAlive(pid));
   } catch (const std::exception& e) {
     log::error("unexpected error serving a read: {}", e.what());
     if (!ev.answered()) ev.deny(EIO);
   }
 }
 
-void FanotifyFrontend::handleFileOpen(PermissionEvent& ev) {
+void FanotifyFrontend::answerContent(PermissionEvent& ev, const std::string& path, uint64_t offset,
+                                     uint64_t count, const Result<bool>& full) {
+  if (ev.answered()) return;
+  if (!full) {
+    if (full.status().code() != ECANCELED) {
+      log::warn("read '{}' [{}, +{}): {}", path, offset, count, full.status().message());
+    }
+    ev.deny(fanotifyErrno(full.status().code()));
+    return;
+  }
+  if (*full) addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
+  ev.allow();
+}
+
+core::Hydrator::Alive FanotifyFrontend::readerAlive(pid_t pid) {
+  // A pidfd, opened at the first check (the sync thread's, a fraction of a second after
+  // the request was parked): most requests are answered before and cost no descriptor.
+  // A process gone (or not visible) is a reader that no longer waits.
+  struct Reader {
+    pid_t pid;
+    std::mutex mu;
+    UniqueFd pidfd;
+    bool opened = false;
+  };
+  auto r = std::make_shared<Reader>();
+  r->pid = pid;
+  return [r] {
+    std::lock_guard lock(r->mu);
+    if (!r->opened) {
+      r->opened = true;
+      int fd = static_cast<int>(::syscall(SYS_pidfd_open, r->pid, 0));
+      if (fd < 0) return errno != ESRCH;  // EMFILE and the like: assume it still waits
+      r->pidfd.reset(fd);
+    }
+    if (!r->pidfd) return true;
+    struct pollfd p = {r->pidfd.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;  // readable once the process has exited
+  };
+}
+
+void FanotifyFrontend::handleFileOpen(const std::shared_ptr<PermissionEvent>& evp, pid_t pid) {
+  PermissionEvent& ev = *evp;
   try {
     auto path = pathOrDeny(ev);
     if (!path) return;
@@ -370,32 +434,43 @@ void FanotifyFrontend::handleFileOpen(PermissionEvent& ev) {
       ev.allow();
       return;
     }
-    auto full = hydrator_.prepareOpen(*path, ino);
-    if (full && *full) {
-      // Complete: no more events of any kind for this inode while it stays in memory.
-      addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
-      addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM);
-      ev.allow();
-      return;
-    }
-    if (!full) {
-      // The open itself goes on: reads still fetch or fail; only a copy tool that trusts
-      // st_blocks could now skip the missing ranges (docs/SEMANTICS.md, "Copies").
-      log::warn("open '{}': {}; copy tools that look for holes may copy zeros", *path,
-                full.status().message());
-    }
-    // Not complete: the allocation lasts while the file is open. Its closes are watched
-    // (an evictable inode mark: an open file's inode stays in memory); each one gives the
-    // space back if no one has the file open any more (handleFileClose).
-    if (::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CLOSE_NOWRITE,
-                        ev.fd(), nullptr) != 0) {
-      log::warn("open '{}': watching its closes: {}", *path, std::strerror(errno));
-    }
-    ev.allow();
+    hydrator_.prepareOpenAsync(
+        *path, ino, [this, evp, p = *path](Result<bool> full) { answerOpen(*evp, p, full); },
+        readerAlive(pid));
   } catch (const std::exception& e) {
     log::error("unexpected error serving a file open: {}", e.what());
     if (!ev.answered()) ev.deny(EIO);
   }
+}
+
+void FanotifyFrontend::answerOpen(PermissionEvent& ev, const std::string& path,
+                                  const Result<bool>& full) {
+  if (ev.answered()) return;
+  if (full && *full) {
+    // Complete: no more events of any kind for this inode while it stays in memory.
+    addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
+    addIgnoreMark(openGroup_.get(), ev.fd(), FAN_OPEN_PERM);
+    ev.allow();
+    return;
+  }
+  if (!full && full.status().code() == ECANCELED) {  // the opener is gone
+    ev.deny(EIO);
+    return;
+  }
+  if (!full) {
+    // The open itself goes on: reads still fetch or fail; only a copy tool that trusts
+    // st_blocks could now skip the missing ranges (docs/SEMANTICS.md, "Copies").
+    log::warn("open '{}': {}; copy tools that look for holes may copy zeros", path,
+              full.status().message());
+  }
+  // Not complete: the allocation lasts while the file is open. Its closes are watched
+  // (an evictable inode mark: an open file's inode stays in memory); each one gives the
+  // space back if no one has the file open any more (handleFileClose).
+  if (::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CLOSE_NOWRITE,
+                      ev.fd(), nullptr) != 0) {
+    log::warn("open '{}': watching its closes: {}", path, std::strerror(errno));
+  }
+  ev.allow();
 }
 
 void FanotifyFrontend::handleFileClose(UniqueFd fd) {

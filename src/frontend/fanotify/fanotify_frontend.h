@@ -21,8 +21,14 @@
 //   away when the inode is evicted; the next read raises one event, is found full in the
 //   index, and the mark is set again.
 // - Lookups raise no event: the namespace is populated eagerly (NamespacePopulator).
-// - One reader thread reads and dispatches; a bounded worker pool waits for content, so a
-//   slow range never stalls other files. Every event is a PermissionEvent, answered once.
+// - One reader thread reads and dispatches. No thread waits for the remote: a read or open
+//   that needs a fetch is parked in the Hydrator (Hydrator::ensureAsync: the event and a
+//   table entry, not a thread) and answered by the fetch thread that lands its range, so
+//   hits and cold reads of other files are answered while any number wait on a slow
+//   source. A parked event whose reader process has exited is answered (EIO) and its fetch
+//   cancelled within about a second. Directory opens (which may list remotely) have
+//   threads of their own. Every event is a PermissionEvent, answered exactly once; past
+//   `maxPending` unanswered events, reading stops (unread events hold no descriptor).
 // - A GroupGuard process holds duplicates of both groups: if this process dies, the guard
 //   detaches the view and answers what is left with EIO instead of letting it read zeros.
 #pragma once
@@ -47,7 +53,9 @@ struct FanotifyConfig {
   std::string treePath;    // <cache>/tree, absolute
   std::string mountpoint;  // absolute, canonical
   std::string cacheFsType; // for error messages
-  size_t workers = 16;
+  size_t workers = 16;  // threads for directory opens
+  // Unanswered events (each holds a descriptor) before reading pauses.
+  uint64_t maxPending = 4096;
   // Listings never expire: a listed directory gets an ignore mark and raises no more open
   // events. Otherwise (a listing TTL), see listingTtl.
   bool dirIgnoreMarks = true;
@@ -78,9 +86,15 @@ class FanotifyFrontend final : public Frontend {
   Status mountView();
   void readLoop();
   void readGroup(int groupFd, bool contentGroup);
-  void handleContent(PermissionEvent& ev);
+  void handleContent(const std::shared_ptr<PermissionEvent>& ev, pid_t pid,
+                     std::chrono::steady_clock::time_point readAt);
+  void answerContent(PermissionEvent& ev, const std::string& path, uint64_t offset,
+                     uint64_t count, const Result<bool>& full);
   void handleDirOpen(PermissionEvent& ev);
-  void handleFileOpen(PermissionEvent& ev);
+  void handleFileOpen(const std::shared_ptr<PermissionEvent>& ev, pid_t pid);
+  void answerOpen(PermissionEvent& ev, const std::string& path, const Result<bool>& full);
+  // Whether the process `pid` (the reader of a parked event) still exists.
+  static core::Hydrator::Alive readerAlive(pid_t pid);
   void handleFileClose(UniqueFd fd);
   Result<std::string> relPathOf(int fd) const;
   // The event's path relative to the mount point, or nullopt after denying it with EIO.
@@ -96,7 +110,8 @@ class FanotifyFrontend final : public Frontend {
   UniqueFd openGroup_;
   UniqueFd wakeFd_;
   GroupGuard guard_;  // holds the groups if this process dies
-  std::unique_ptr<ThreadPool> workers_;
+  std::unique_ptr<ThreadPool> events_;  // content and file-open events, closes
+  std::unique_ptr<ThreadPool> dirs_;    // directory opens
   std::thread reader_;
   std::atomic<bool> stopping_{false};
   bool mounted_ = false;

@@ -11,6 +11,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <climits>
 #include <thread>
 
 #include "remote/http/listing_parser.h"
@@ -367,8 +368,11 @@ void setCommon(CURL* e, const std::string& url, const HttpOptions& o, curl_slist
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, onPrereq);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, guard);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, static_cast<long>(o.connectTimeout.count()));
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(std::max<uint64_t>(1, o.minSpeed)));
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.stallTimeout.count()));
+  if (o.requestTimeout.count() > 0) {
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, static_cast<long>(o.requestTimeout.count()));
+  }
   curl_easy_setopt(e, CURLOPT_USERAGENT, "fanhsm/0.1");
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   if (o.insecure) {
@@ -674,6 +678,16 @@ struct RangeTransfer {
   Capture cap;
 };
 
+// Reads longer than this (whole files from a server without ranges) get a deadline that
+// grows with their size; the Hydrator's own fetches are at most a few MiB.
+constexpr uint64_t kLongStream = 64ull << 20;
+
+// The caller gave up (ByteSink::cancelled): curl calls this about once a second even when
+// nothing arrives, so a cancelled read ends within a second whatever the server does.
+int onRangeProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<RangeTransfer*>(user)->sink->cancelled() ? 1 : 0;
+}
+
 size_t onRangeBody(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<RangeTransfer*>(user);
   size_t len = size * n;
@@ -759,8 +773,20 @@ Status HttpRemote::read(const std::string& path, const ObjectVersion& version, u
     curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, onRangeBody);
     curl_easy_setopt(h->easy, CURLOPT_BUFFERSIZE, 512L * 1024);  // fewer, larger cache writes
     curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(h->easy, CURLOPT_XFERINFOFUNCTION, onRangeProgress);
+    curl_easy_setopt(h->easy, CURLOPT_XFERINFODATA, &t);
+    curl_easy_setopt(h->easy, CURLOPT_NOPROGRESS, 0L);
+    if (options_.requestTimeout.count() > 0 && end - next > kLongStream) {
+      // A long stream (a server without range support streams whole files): the
+      // deadline grows with its size.
+      const uint64_t slack = (end - next) / std::max<uint64_t>(1, options_.minSpeed);
+      curl_easy_setopt(h->easy, CURLOPT_TIMEOUT,
+                       static_cast<long>(std::min<uint64_t>(options_.requestTimeout.count() + slack,
+                                                            LONG_MAX / 2)));
+    }
     CURLcode rc = curl_easy_perform(h->easy);
     giveBack(std::move(h));
+    if (sink.cancelled()) return Status::error(ECANCELED, fmt::format("GET {}: cancelled", url));
     if (auto refused = guard.verdict(rc, "GET", url)) return *refused;
     next = t.next;
     bool wholeFileAsked = t.start == 0 && end == pv->size;

@@ -36,7 +36,13 @@ struct HttpOptions {
   bool netrc = false;                // use ~/.netrc
   std::vector<std::string> headers;  // extra "Name: value" headers
   std::chrono::seconds connectTimeout{10};
-  std::chrono::seconds stallTimeout{20};  // abort a transfer that moves nothing for this long
+  // A transfer slower than minSpeed bytes/s over stallTimeout fails (a server dripping
+  // bytes holds a connection as surely as a silent one).
+  std::chrono::seconds stallTimeout{20};
+  uint64_t minSpeed = 1024;
+  // A request (one listing, one HEAD, one range of at most a fetch) that takes longer
+  // fails. A whole-file stream from a server without ranges gets size/minSpeed more.
+  std::chrono::seconds requestTimeout{300};
   int retries = 3;
   size_t parallel = 8;               // concurrent HEAD requests while listing
   // Redirects are followed within the source's origin only (scheme, host, port), never from

@@ -168,6 +168,7 @@ Status LocalDirRemote::read(const std::string& path, const ObjectVersion& versio
     if (versionOf(after) != version) {
       return Status::error(ESTALE, fmt::format("source '{}/{}' changed while reading", root_, path));
     }
+    if (sink.cancelled()) return Status::error(ECANCELED, fmt::format("reading '{}': cancelled", path));
     HSM_RETURN_IF_ERROR(sink.write(pos, buf.data(), static_cast<size_t>(n)));
     pos += static_cast<uint64_t>(n);
   }

@@ -65,6 +65,20 @@ Status readExact(int fd, char* p, size_t n) {
   return Status::ok();
 }
 
+constexpr int kCancelPollMs = 250;
+
+// Waits until `fd` has something to read, or fails with ECANCELED once the sink is
+// cancelled.
+Status waitReadable(int fd, const ByteSink& sink) {
+  while (true) {
+    if (sink.cancelled()) return Status::error(ECANCELED, "fetch cancelled");
+    struct pollfd p = {fd, POLLIN, 0};
+    int n = ::poll(&p, 1, kCancelPollMs);
+    if (n > 0) return Status::ok();
+    if (n < 0 && errno != EINTR) return Status::fromErrno(errno, "poll fetch channel");
+  }
+}
+
 Status readFrame(int fd, char* type, std::string* payload) {
   char hdr[5];
   HSM_RETURN_IF_ERROR(readExact(fd, hdr, sizeof hdr));
@@ -512,7 +526,9 @@ Status WorkerRemote::read(const std::string& path, const ObjectVersion& version,
     if (ch) {
       char type;
       std::string payload;
-      while ((s = readFrame(ch->first.get(), &type, &payload))) {
+      // Between frames, a cancelled read is noticed within kCancelPollMs: closing our end
+      // of the channel (on return) makes the worker stop its transfer too.
+      while ((s = waitReadable(ch->first.get(), sink)) && (s = readFrame(ch->first.get(), &type, &payload))) {
         waiting.progress();
         if (type == 'D') {
           // Nothing past the range reaches the sink, so neither can an 'E' with errno 0
@@ -556,6 +572,16 @@ namespace {
 class FrameSink final : public ByteSink {
  public:
   explicit FrameSink(int fd) : fd_(fd) {}
+  // The daemon closed its end: it no longer wants the bytes. Checked at most every
+  // 100 ms (the backend asks often while a transfer runs).
+  bool cancelled() const override {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - lastCheck_ < std::chrono::milliseconds(100)) return gone_;
+    lastCheck_ = now;
+    struct pollfd p = {fd_, POLLRDHUP, 0};
+    gone_ = ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    return gone_;
+  }
   Status write(uint64_t, const char* data, size_t length) override {
     while (length > 0) {
       size_t n = std::min(length, kDataFrame);
@@ -568,6 +594,8 @@ class FrameSink final : public ByteSink {
 
  private:
   int fd_;
+  mutable std::chrono::steady_clock::time_point lastCheck_{};
+  mutable bool gone_ = false;
 };
 
 void serveCall(Remote& remote, const nlohmann::json& req, int fd);
@@ -631,17 +659,27 @@ int runFetchWorker(int controlFd,
     std::shared_ptr<std::atomic<bool>> done;
   };
   std::vector<Call> calls;
-  while (true) {
-    UniqueFd data;
-    Status s = recvMessage(controlFd, &text, &data);
-    if (!s) break;  // the daemon closed the channel (or died): stop
-    auto req = nlohmann::json::parse(text, nullptr, false);
-    if (req.is_discarded() || !data) continue;
+  // At most this many calls run at once; beyond it, requests wait in the control channel
+  // (the daemon bounds its own fetches and listings well below it).
+  const size_t maxCalls = config.value("max_calls", size_t{256});
+  auto reap = [&calls] {
     std::erase_if(calls, [](Call& c) {
       if (!*c.done) return false;
       c.thread.join();
       return true;
     });
+  };
+  while (true) {
+    for (int i = 0; calls.size() >= maxCalls; ++i) {
+      reap();
+      if (calls.size() >= maxCalls) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(i + 1, 50)));
+    }
+    UniqueFd data;
+    Status s = recvMessage(controlFd, &text, &data);
+    if (!s) break;  // the daemon closed the channel (or died): stop
+    auto req = nlohmann::json::parse(text, nullptr, false);
+    if (req.is_discarded() || !data) continue;
+    reap();
     // One thread per call: calls block on the network for their whole duration.
     auto done = std::make_shared<std::atomic<bool>>(false);
     calls.push_back({std::thread([&remote, done, req = std::move(req),

@@ -7,6 +7,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -24,6 +28,29 @@ using hsm::testing::FakeRemote;
 using hsm::testing::patternBytes;
 
 constexpr uint64_t kChunk = 64 * 1024;
+
+// The answer of one ensureAsync(), waited for with a bound.
+struct Answer {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<bool>> result;
+  Hydrator::Done callback() {
+    return [this](Result<bool> r) {
+      std::lock_guard lock(mu);
+      result.emplace(std::move(r));
+      cv.notify_all();
+    };
+  }
+  bool wait(std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [&] { return result.has_value(); });
+  }
+  bool answered() {
+    std::lock_guard lock(mu);
+    return result.has_value();
+  }
+};
+
 
 class HydratorTest : public ::testing::Test {
  protected:
@@ -49,6 +76,8 @@ class HydratorTest : public ::testing::Test {
     hc.readahead = 8 * kChunk;
     hc.syncInterval = std::chrono::milliseconds(20);
     hc.io.sync = syncFile_;
+    hc.connections = connections_;
+    hc.readaheadThreads = 1;
     hydrator_ = std::make_unique<Hydrator>(remote_, *cache_, hc);
   }
 
@@ -75,7 +104,10 @@ class HydratorTest : public ::testing::Test {
 
   hsm::testing::TempDir tmp_;
   std::function<int(int, bool)> syncFile_;  // set before open(): the sync seam
+  size_t connections_ = 8;                  // set before open()
   FakeRemote remote_;
+  std::deque<Answer> answers_;  // outlive the Hydrator, which may still answer them
+  Answer& answer() { return answers_.emplace_back(); }
   std::unique_ptr<cache::CacheStore> cache_;
   std::unique_ptr<Hydrator> hydrator_;
 };
@@ -497,6 +529,137 @@ TEST_F(HydratorTest, UnknownPathIsEnoent) {
   auto r = hydrator_->ensure("nope", 0, 1);
   ASSERT_FALSE(r.isOk());
   EXPECT_EQ(r.status().code(), ENOENT);
+}
+
+
+// --- parked requests (issue #14) ---------------------------------------------------------
+
+TEST_F(HydratorTest, ParkedRequestIsAnsweredWhenItsRangeLands) {
+  remote_.block("big");
+  Answer& a = answer();
+  hydrator_->ensureAsync("big", kChunk * 3, 10, 0, a.callback());
+  // Returned without waiting: the request is parked, its fetch blocked at the remote.
+  ASSERT_TRUE(remote_.waitForBlockedReads(1));
+  EXPECT_FALSE(a.answered());
+  EXPECT_EQ(hydrator_->stats().parked, 1u);
+  remote_.unblock("big");
+  ASSERT_TRUE(a.wait());
+  ASSERT_TRUE(a.result->isOk()) << a.result->status().message();
+  std::string src = patternBytes(kChunk * 20 + 123, 2);
+  EXPECT_EQ(cached("big", kChunk * 3, kChunk), src.substr(kChunk * 3, kChunk));
+  EXPECT_EQ(hydrator_->stats().parked, 0u);
+}
+
+TEST_F(HydratorTest, OtherFilesAreServedWhileOneFileIsStuck) {
+  ASSERT_TRUE(hydrator_->ensure("small", 0, 1000).isOk());  // complete: a hit later
+  remote_.block("big");
+  std::vector<Answer*> stuck;
+  for (uint64_t c = 0; c < 4; ++c) {  // four requests far apart: four fetches, all stuck
+    stuck.push_back(&answer());
+    hydrator_->ensureAsync("big", kChunk * 5 * c + 1, 10, 0, stuck.back()->callback());
+  }
+  ASSERT_TRUE(remote_.waitForBlockedReads(4));
+  // A hit and a cold read of another file are answered while all four wait.
+  auto hit = hydrator_->ensure("small", 0, 1000);
+  ASSERT_TRUE(hit.isOk());
+  auto cold = hydrator_->ensure("sparse", kChunk * 2, 10);
+  ASSERT_TRUE(cold.isOk()) << cold.status().message();
+  EXPECT_EQ(cached("sparse", kChunk * 2 + 5, 3), "abc");
+  for (auto& a : stuck) EXPECT_FALSE(a->answered());
+  remote_.unblock("big");
+  for (auto& a : stuck) {
+    ASSERT_TRUE(a->wait());
+    EXPECT_TRUE(a->result->isOk());
+  }
+}
+
+TEST_F(HydratorTest, RequestOfAGoneReaderIsDroppedAndItsFetchCancelled) {
+  remote_.block("big");
+  auto alive = std::make_shared<std::atomic<bool>>(true);
+  Answer& a = answer();
+  hydrator_->ensureAsync("big", kChunk * 2, 10, 0, a.callback(), [alive] { return alive->load(); });
+  ASSERT_TRUE(remote_.waitForBlockedReads(1));
+  *alive = false;  // the reader's process exited
+  ASSERT_TRUE(a.wait());  // the sync thread's sweep: every 20 ms here
+  ASSERT_FALSE(a.result->isOk());
+  EXPECT_EQ(a.result->status().code(), ECANCELED);
+  // The remote read saw ByteSink::cancelled() and ended; nothing was marked present.
+  for (int i = 0; i < 500 && remote_.cancelledReads() < 1; ++i) {  // bounded: 5 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(remote_.cancelledReads(), 1);
+  auto st = hydrator_->stats();
+  EXPECT_EQ(st.abandoned, 1u);
+  EXPECT_GE(st.cancelledFetches, 1u);
+  EXPECT_EQ(st.parked, 0u);
+  auto info = hydrator_->info("big");
+  ASSERT_TRUE(info.isOk());
+  EXPECT_EQ(info->bytesPresent, 0u);
+  // The chunks went back to missing: a new reader fetches them.
+  remote_.unblock("big");
+  auto again = hydrator_->ensure("big", kChunk * 2, 10);
+  ASSERT_TRUE(again.isOk()) << again.status().message();
+  std::string src = patternBytes(kChunk * 20 + 123, 2);
+  EXPECT_EQ(cached("big", kChunk * 2, kChunk), src.substr(kChunk * 2, kChunk));
+}
+
+TEST_F(HydratorTest, AFetchTwoReadersShareGoesOnWhenOneIsGone) {
+  remote_.block("big");
+  auto firstAlive = std::make_shared<std::atomic<bool>>(true);
+  Answer& first = answer();
+  Answer& second = answer();
+  hydrator_->ensureAsync("big", 0, 10, 0, first.callback(), [firstAlive] { return firstAlive->load(); });
+  hydrator_->ensureAsync("big", 20, 10, 0, second.callback(), [] { return true; });
+  ASSERT_TRUE(remote_.waitForBlockedReads(1));
+  *firstAlive = false;
+  ASSERT_TRUE(first.wait());
+  EXPECT_EQ(first.result->status().code(), ECANCELED);
+  remote_.unblock("big");
+  ASSERT_TRUE(second.wait());
+  ASSERT_TRUE(second.result->isOk()) << second.result->status().message();
+  EXPECT_EQ(remote_.cancelledReads(), 0);
+  std::string src = patternBytes(kChunk * 20 + 123, 2);
+  EXPECT_EQ(cached("big", 0, kChunk), src.substr(0, kChunk));
+}
+
+TEST_F(HydratorTest, ShutdownAnswersParkedRequestsAndStopsFetches) {
+  remote_.block("big");
+  Answer& a = answer();
+  Answer& b = answer();
+  hydrator_->ensureAsync("big", 1, 10, 0, a.callback());  // not at 0: no readahead
+  hydrator_->ensureAsync("big", kChunk * 10, 10, 0, b.callback());
+  ASSERT_TRUE(remote_.waitForBlockedReads(2));
+  hydrator_->shutdown();  // returns once the (cancelled) fetches have ended
+  ASSERT_TRUE(a.answered());
+  ASSERT_TRUE(b.answered());
+  EXPECT_EQ(a.result->status().code(), EIO);
+  EXPECT_EQ(b.result->status().code(), EIO);
+  EXPECT_EQ(remote_.cancelledReads(), 2);
+  auto late = hydrator_->ensure("small", 0, 10);
+  ASSERT_FALSE(late.isOk());
+  EXPECT_EQ(late.status().code(), EIO);
+}
+
+TEST_F(HydratorTest, FetchesBeyondTheConnectionLimitWaitTheirTurn) {
+  connections_ = 2;
+  reopen();
+  remote_.block("big");
+  std::vector<Answer*> as;
+  for (uint64_t c = 0; c < 4; ++c) {
+    as.push_back(&answer());
+    hydrator_->ensureAsync("big", kChunk * 5 * c + 1, 10, 0, as.back()->callback());
+  }
+  ASSERT_TRUE(remote_.waitForBlockedReads(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(remote_.blockedReads(), 2);  // never more than the limit at the remote
+  auto st = hydrator_->stats();
+  EXPECT_EQ(st.scheduler.running, 2u);
+  EXPECT_EQ(st.scheduler.queuedDemand, 2u);
+  remote_.unblock("big");
+  for (auto& a : as) {
+    ASSERT_TRUE(a->wait());
+    EXPECT_TRUE(a->result->isOk());
+  }
 }
 
 }  // namespace

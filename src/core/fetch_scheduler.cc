@@ -1,0 +1,135 @@
+#include "core/fetch_scheduler.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+
+namespace hsm::core {
+
+FetchScheduler::FetchScheduler(size_t threads, size_t readaheadMax, std::string name)
+    : readaheadMax_(std::max<size_t>(1, std::min(readaheadMax, threads))) {
+  threads = std::max<size_t>(1, threads);
+  threads_.reserve(threads);
+  for (size_t i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { loop(); });
+    pthread_setname_np(threads_.back().native_handle(), name.substr(0, 15).c_str());
+  }
+}
+
+FetchScheduler::~FetchScheduler() { stop(); }
+
+uint64_t FetchScheduler::post(std::string key, Priority priority, std::function<void()> run,
+                              std::function<void()> drop) {
+  uint64_t id = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      id = nextId_++;
+      queue_.push_back({id, std::move(key), priority, std::move(run), std::move(drop)});
+    }
+  }
+  if (id == 0) return 0;  // refused: the caller still owns the job (see the header)
+  cv_.notify_one();
+  return id;
+}
+
+bool FetchScheduler::promote(uint64_t id) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.id == id; });
+    if (it == queue_.end()) return false;
+    it->priority = Priority::kDemand;
+  }
+  cv_.notify_one();
+  return true;
+}
+
+bool FetchScheduler::cancel(uint64_t id) {
+  std::function<void()> drop;
+  {
+    std::lock_guard lock(mu_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.id == id; });
+    if (it == queue_.end()) return false;
+    drop = std::move(it->drop);
+    queue_.erase(it);
+  }
+  drop();
+  return true;
+}
+
+void FetchScheduler::stop() {
+  std::list<Job> dropped;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  for (auto& j : dropped) j.drop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+FetchSchedulerStats FetchScheduler::stats() const {
+  std::lock_guard lock(mu_);
+  FetchSchedulerStats s;
+  s.running = running_;
+  s.threads = threads_.size();
+  for (const auto& j : queue_) {
+    (j.priority == Priority::kDemand ? s.queuedDemand : s.queuedReadahead)++;
+  }
+  return s;
+}
+
+std::list<FetchScheduler::Job>::iterator FetchScheduler::pickLocked() {
+  auto best = queue_.end();
+  unsigned bestRunning = 0;
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->priority != Priority::kDemand) continue;
+    auto r = runningPerKey_.find(it->key);
+    unsigned n = r == runningPerKey_.end() ? 0 : r->second;
+    if (best == queue_.end() || n < bestRunning) {
+      best = it;
+      bestRunning = n;
+      if (n == 0) break;  // the oldest job of a file with nothing running: cannot do better
+    }
+  }
+  if (best != queue_.end() || runningReadahead_ >= readaheadMax_) return best;
+  return std::find_if(queue_.begin(), queue_.end(),
+                      [](const Job& j) { return j.priority == Priority::kReadahead; });
+}
+
+void FetchScheduler::loop() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    auto it = queue_.end();
+    cv_.wait(lock, [&] {
+      if (stopping_) return true;
+      it = pickLocked();
+      return it != queue_.end();
+    });
+    if (stopping_) return;
+    Job job = std::move(*it);
+    queue_.erase(it);
+    const bool readahead = job.priority == Priority::kReadahead;
+    ++running_;
+    if (readahead) ++runningReadahead_;
+    ++runningPerKey_[job.key];
+    lock.unlock();
+    job.run();
+    job.run = nullptr;
+    job.drop = nullptr;  // whatever they own is released without the lock
+    lock.lock();
+    --running_;
+    if (readahead) --runningReadahead_;
+    if (auto r = runningPerKey_.find(job.key); r != runningPerKey_.end() && --r->second == 0) {
+      runningPerKey_.erase(r);
+    }
+    // A readahead slot or a file's share freed: another thread may now pick a job.
+    cv_.notify_all();
+  }
+}
+
+}  // namespace hsm::core

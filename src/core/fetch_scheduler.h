@@ -1,0 +1,80 @@
+// FetchScheduler: runs the Hydrator's fetches on a bounded set of threads (the mount's
+// concurrency limit towards its source), in an order that keeps one greedy or slow file
+// from starving the others.
+//
+// Contract
+// - post() queues a job. Exactly one of its `run` or `drop` functions is called, once:
+//   `run` on a scheduler thread, `drop` (the job will never run) on the thread that calls
+//   cancel() or stop(). After stop(), post() refuses the job (returns 0) and calls
+//   neither: the caller, which may hold locks `drop` takes, undoes it itself.
+// - Order: demand jobs (a reader waits) before readahead jobs; among demand jobs, the one
+//   whose key (a file) has the fewest jobs running, then the oldest. Readahead runs on at
+//   most `readaheadMax` threads at a time, so a demand job finds a thread unless every
+//   thread runs demand.
+// - promote(id): a queued readahead job becomes a demand job (a reader now waits for it).
+// - cancel(id): a queued job is removed and dropped; false if it is not queued (it runs
+//   already or is done: its owner stops it by its own means).
+// - stop(): refuses new jobs, drops queued ones, and waits for running ones, which must
+//   end promptly (their owner cancels them first).
+// Thread-safe. Its lock (rank 88) is a leaf: jobs run and are dropped without it.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace hsm::core {
+
+struct FetchSchedulerStats {
+  uint64_t running = 0;
+  uint64_t queuedDemand = 0;
+  uint64_t queuedReadahead = 0;
+  uint64_t threads = 0;
+};
+
+class FetchScheduler {
+ public:
+  enum class Priority { kDemand, kReadahead };
+
+  FetchScheduler(size_t threads, size_t readaheadMax, std::string name);
+  ~FetchScheduler();  // stop()
+  FetchScheduler(const FetchScheduler&) = delete;
+  FetchScheduler& operator=(const FetchScheduler&) = delete;
+
+  // Returns the job's id (never 0), or 0 after stop().
+  uint64_t post(std::string key, Priority priority, std::function<void()> run,
+                std::function<void()> drop);
+  bool promote(uint64_t id);
+  bool cancel(uint64_t id);
+  void stop();
+  FetchSchedulerStats stats() const;
+
+ private:
+  struct Job {
+    uint64_t id = 0;
+    std::string key;
+    Priority priority = Priority::kDemand;
+    std::function<void()> run, drop;
+  };
+  void loop();
+  // The next job to run (caller holds mu_), or queue_.end() if none may run now.
+  std::list<Job>::iterator pickLocked();
+
+  const size_t readaheadMax_;
+  mutable std::mutex mu_;  // rank 88 (leaf)
+  std::condition_variable cv_;
+  std::list<Job> queue_;  // oldest first
+  std::unordered_map<std::string, unsigned> runningPerKey_;
+  size_t running_ = 0, runningReadahead_ = 0;
+  uint64_t nextId_ = 1;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace hsm::core

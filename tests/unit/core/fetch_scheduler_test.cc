@@ -1,0 +1,138 @@
+#include "core/fetch_scheduler.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace hsm::core {
+namespace {
+
+using Priority = FetchScheduler::Priority;
+
+// Jobs that block until released, and record the order in which they started.
+class Jobs {
+ public:
+  std::function<void()> job(const std::string& name) {
+    return [this, name] {
+      std::unique_lock lock(mu_);
+      started_.push_back(name);
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_.contains(name) || all_; });
+    };
+  }
+  std::function<void()> dropped(const std::string& name) {
+    return [this, name] {
+      std::lock_guard lock(mu_);
+      drops_.push_back(name);
+    };
+  }
+  void release(const std::string& name) {
+    std::lock_guard lock(mu_);
+    released_.insert(name);
+    cv_.notify_all();
+  }
+  void releaseAll() {
+    std::lock_guard lock(mu_);
+    all_ = true;
+    cv_.notify_all();
+  }
+  bool waitStarted(size_t n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return started_.size() >= n; });
+  }
+  std::vector<std::string> started() {
+    std::lock_guard lock(mu_);
+    return started_;
+  }
+  std::vector<std::string> drops() {
+    std::lock_guard lock(mu_);
+    return drops_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> started_, drops_;
+  std::set<std::string> released_;
+  bool all_ = false;
+};
+
+TEST(FetchSchedulerTest, AFileWithNothingRunningGoesFirst) {
+  Jobs jobs;
+  FetchScheduler s(2, 1, "test");
+  for (const char* n : {"a1", "a2", "a3"}) s.post("a", Priority::kDemand, jobs.job(n), jobs.dropped(n));
+  ASSERT_TRUE(jobs.waitStarted(2));
+  s.post("b", Priority::kDemand, jobs.job("b1"), jobs.dropped("b1"));
+  jobs.release("a1");
+  ASSERT_TRUE(jobs.waitStarted(3));
+  // a3 is older, but file a has a fetch running and b has none.
+  EXPECT_EQ(jobs.started()[2], "b1");
+  jobs.releaseAll();
+  ASSERT_TRUE(jobs.waitStarted(4));
+  s.stop();
+  EXPECT_TRUE(jobs.drops().empty());
+}
+
+TEST(FetchSchedulerTest, DemandBeforeReadaheadAndReadaheadBounded) {
+  Jobs jobs;
+  FetchScheduler s(3, 1, "test");
+  s.post("r", Priority::kReadahead, jobs.job("r1"), jobs.dropped("r1"));
+  ASSERT_TRUE(jobs.waitStarted(1));
+  s.post("r", Priority::kReadahead, jobs.job("r2"), jobs.dropped("r2"));
+  s.post("d", Priority::kDemand, jobs.job("d1"), jobs.dropped("d1"));
+  ASSERT_TRUE(jobs.waitStarted(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // r2 waits although a thread is free: readahead may use one thread only.
+  EXPECT_EQ(jobs.started(), (std::vector<std::string>{"r1", "d1"}));
+  EXPECT_EQ(s.stats().queuedReadahead, 1u);
+  jobs.release("r1");
+  ASSERT_TRUE(jobs.waitStarted(3));
+  EXPECT_EQ(jobs.started()[2], "r2");
+  jobs.releaseAll();
+  s.stop();
+}
+
+TEST(FetchSchedulerTest, PromotedReadaheadRunsAsDemand) {
+  Jobs jobs;
+  FetchScheduler s(2, 1, "test");
+  s.post("r", Priority::kReadahead, jobs.job("r1"), jobs.dropped("r1"));
+  ASSERT_TRUE(jobs.waitStarted(1));
+  uint64_t r2 = s.post("r", Priority::kReadahead, jobs.job("r2"), jobs.dropped("r2"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(jobs.started().size(), 1u);
+  EXPECT_TRUE(s.promote(r2));  // a reader waits for it now
+  ASSERT_TRUE(jobs.waitStarted(2));
+  EXPECT_EQ(jobs.started()[1], "r2");
+  jobs.releaseAll();
+  s.stop();
+}
+
+TEST(FetchSchedulerTest, CancelDropsQueuedJobsAndStopDropsTheRest) {
+  Jobs jobs;
+  FetchScheduler s(1, 1, "test");
+  s.post("a", Priority::kDemand, jobs.job("a1"), jobs.dropped("a1"));
+  ASSERT_TRUE(jobs.waitStarted(1));
+  uint64_t a2 = s.post("a", Priority::kDemand, jobs.job("a2"), jobs.dropped("a2"));
+  s.post("a", Priority::kDemand, jobs.job("a3"), jobs.dropped("a3"));
+  EXPECT_TRUE(s.cancel(a2));
+  EXPECT_FALSE(s.cancel(a2));
+  EXPECT_EQ(jobs.drops(), (std::vector<std::string>{"a2"}));
+  std::thread stopper([&] { s.stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  jobs.releaseAll();  // stop() waits for the running job
+  stopper.join();
+  EXPECT_EQ(jobs.drops(), (std::vector<std::string>{"a2", "a3"}));
+  EXPECT_EQ(jobs.started(), (std::vector<std::string>{"a1"}));
+  // After stop(): refused, neither run nor dropped by the scheduler.
+  EXPECT_EQ(s.post("a", Priority::kDemand, jobs.job("late"), jobs.dropped("late")), 0u);
+}
+
+}  // namespace
+}  // namespace hsm::core

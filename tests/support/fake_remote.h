@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <mutex>
 #include <string>
 
@@ -80,6 +81,24 @@ class FakeRemote final : public remote::Remote {
     }
     cv_.notify_all();
   }
+  // Reads of `path` block (like a closed gate, for that path only) until unblock().
+  void block(const std::string& path) {
+    std::lock_guard lock(mu_);
+    blockedPaths_.insert(path);
+  }
+  void unblock(const std::string& path) {
+    {
+      std::lock_guard lock(mu_);
+      blockedPaths_.erase(path);
+    }
+    cv_.notify_all();
+  }
+  // Reads that ended because their sink was cancelled.
+  int cancelledReads() const { return cancelledReads_; }
+  int blockedReads() {
+    std::lock_guard lock(mu_);
+    return blocked_;
+  }
   // Blocks until `n` reads are waiting at the closed gate (bounded by the test's timeout).
   bool waitForBlockedReads(int n) {
     std::unique_lock lock(mu_);
@@ -113,7 +132,15 @@ class FakeRemote final : public remote::Remote {
       std::unique_lock lock(mu_);
       blocked_++;
       cv_.notify_all();
-      cv_.wait(lock, [&] { return gateOpen_; });
+      // A cancelled read gives up within 20 ms, as a backend must (remote.h).
+      while (!(gateOpen_ && !blockedPaths_.contains(path))) {
+        if (sink.cancelled()) {
+          blocked_--;
+          cancelledReads_++;
+          return Status::error(ECANCELED, "cancelled");
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(20));
+      }
       blocked_--;
       if (failReads_ > 0) {
         failReads_--;
@@ -158,6 +185,8 @@ class FakeRemote final : public remote::Remote {
   std::map<std::string, Node> nodes_;
   int versionCounter_ = 0;
   bool gateOpen_ = true;
+  std::set<std::string> blockedPaths_;
+  std::atomic<int> cancelledReads_{0};
   int blocked_ = 0;
   std::atomic<int> reads_{0}, lists_{0}, failReads_{0}, failErrno_{EIO};
   std::atomic<uint64_t> bytesRead_{0}, shortBy_{0}, longBy_{0};

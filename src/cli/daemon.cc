@@ -401,7 +401,8 @@ class Daemon {
                        {"running", hs.scheduler.running}, {"queued", hs.scheduler.queuedDemand},
                        {"queued_readahead", hs.scheduler.queuedReadahead},
                        {"connections", hs.scheduler.threads}, {"parked", hs.parked},
-                       {"cancelled", hs.cancelledFetches}, {"abandoned", hs.abandoned}}}};
+                       {"cancelled", hs.cancelledFetches}, {"abandoned", hs.abandoned},
+                       {"remembered_failures", hs.remembered}}}};
   }
 
   MountConfig config_;

@@ -52,6 +52,10 @@ struct Hydrator::FileState {
   bool seen = false;
   bool dirty = false;
   bool fullDurable = false;
+  // The last failed fetch (HydratorConfig::failureMemory): its chunks and error.
+  uint64_t failedFirst = 0, failedLast = 0;
+  std::chrono::steady_clock::time_point failedUntil{};
+  Status failure;
 
   std::shared_ptr<Flight> flightFor(uint64_t chunk) const {
     for (const auto& f : flights) {
@@ -384,6 +388,14 @@ void Hydrator::finishFlight(const std::shared_ptr<FileState>& fs, const std::sha
       if (s) fs->present.set(c);
     }
     if (s && published < f->last) fs->dirty = true;
+    const int err = s.code();
+    if (!s && err != ECANCELED && !((err == ENOSPC || err == EDQUOT) && freedSpace) &&
+        config_.failureMemory.count() > 0) {
+      fs->failedFirst = published;
+      fs->failedLast = f->last;
+      fs->failedUntil = std::chrono::steady_clock::now() + config_.failureMemory;
+      fs->failure = s;
+    }
     f->done = true;
     f->status = s;
     std::erase(fs->flights, f);
@@ -405,6 +417,11 @@ Result<bool> Hydrator::advanceLocked(const std::shared_ptr<FileState>& fs, Waite
     ready = false;
     auto f = fs->flightFor(c);
     if (!f) {
+      if (c >= fs->failedFirst && c < fs->failedLast &&
+          std::chrono::steady_clock::now() < fs->failedUntil) {
+        remembered_++;
+        return fs->failure;
+      }
       f = startFlightLocked(fs, c, w.last, false);
       if (!f) return stopping();
     } else if (f->readahead && !f->running && !f->cancel) {
@@ -873,6 +890,7 @@ HydratorStats Hydrator::stats() const {
   s.syncErrors = syncErrors_;
   s.cancelledFetches = cancelledFetches_;
   s.abandoned = abandoned_;
+  s.remembered = remembered_;
   s.parked = parked_;
   s.scheduler = scheduler_.stats();
   s.fetchLatency = fetchLatency_.counts();

@@ -29,7 +29,8 @@
 //   more is cancelled: the Remote sees ByteSink::cancelled() and stops within about a
 //   second. Readahead is cancelled when no one has the file open (releaseAllocation()).
 // - Remote errors fail the requests waiting on that flight; the chunks go back to missing
-//   and the next request tries again. Bytes from a failed fetch are never marked present.
+//   and a request after HydratorConfig::failureMemory tries again (before it, it gets the
+//   same error at once). Bytes from a failed fetch are never marked present.
 // - A failed sync makes the chunks written since the last record missing again (the kernel
 //   reports the error once: a retry on the same descriptor would hide it).
 // - Each loaded file is one ContentFile: one version on one cache inode, the one its index
@@ -71,6 +72,10 @@ struct HydratorConfig {
   size_t connections = 64;
   size_t readaheadThreads = 4;
   std::chrono::milliseconds syncInterval{200};
+  // A fetch that failed (not cancelled, not for lack of space) is remembered this long:
+  // requests for its chunks get its error at once instead of asking the source again (a
+  // reader retrying in a loop must not hammer a failing server).
+  std::chrono::milliseconds failureMemory{1000};
   // Called by ensure() (no lock held) when a write to the cache failed because its
   // filesystem is full (ENOSPC, EDQUOT): frees space now if it can and returns true if
   // it did; ensure() then tries once more, else fails with that error.
@@ -105,6 +110,7 @@ struct HydratorStats {
   uint64_t syncErrors = 0;  // failed fsync/fdatasync: the chunks written since are refetched
   uint64_t cancelledFetches = 0;  // stopped because no live request needed them
   uint64_t abandoned = 0;         // parked requests dropped because their requester was gone
+  uint64_t remembered = 0;        // requests failed at once with a recent fetch's error
   uint64_t parked = 0;            // requests waiting for a fetch now
   FetchSchedulerStats scheduler;
   PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
@@ -252,7 +258,7 @@ class Hydrator {
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
       hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0},
       syncErrors_{0};
-  std::atomic<uint64_t> cancelledFetches_{0}, abandoned_{0}, parked_{0};
+  std::atomic<uint64_t> cancelledFetches_{0}, abandoned_{0}, parked_{0}, remembered_{0};
   PercentileHistogram fetchLatency_, ensureLatency_;
   std::atomic<bool> closed_{false};  // shutdown(): no new requests
   std::atomic<bool> syncRequested_{false};  // readyLocked(): complete() wakes the sync thread

@@ -77,6 +77,7 @@ class HydratorTest : public ::testing::Test {
     hc.syncInterval = std::chrono::milliseconds(20);
     hc.io.sync = syncFile_;
     hc.connections = connections_;
+    hc.failureMemory = failureMemory_;
     hc.readaheadThreads = 1;
     hydrator_ = std::make_unique<Hydrator>(remote_, *cache_, hc);
   }
@@ -105,6 +106,7 @@ class HydratorTest : public ::testing::Test {
   hsm::testing::TempDir tmp_;
   std::function<int(int, bool)> syncFile_;  // set before open(): the sync seam
   size_t connections_ = 8;                  // set before open()
+  std::chrono::milliseconds failureMemory_{0};  // set before open()
   FakeRemote remote_;
   std::deque<Answer> answers_;  // outlive the Hydrator, which may still answer them
   Answer& answer() { return answers_.emplace_back(); }
@@ -204,6 +206,24 @@ TEST_F(HydratorTest, FailedFetchIsNeverPresentAndIsRetried) {
   r = hydrator_->ensure("small", 0, 10);
   ASSERT_TRUE(r.isOk()) << r.status().message();
   EXPECT_EQ(cached("small", 0, 1000), patternBytes(1000, 1));
+}
+
+TEST_F(HydratorTest, AFailureIsRememberedBrieflyInsteadOfAskingAgain) {
+  failureMemory_ = std::chrono::seconds(3600);  // long enough for the test to see it
+  reopen();
+  remote_.failNextReads(1, EACCES);
+  auto r = hydrator_->ensure("small", 0, 10);
+  ASSERT_FALSE(r.isOk());
+  const int reads = remote_.reads();
+  for (int i = 0; i < 50; ++i) {  // a reader retrying in a loop
+    auto again = hydrator_->ensure("small", 0, 10);
+    ASSERT_FALSE(again.isOk());
+    EXPECT_EQ(again.status().code(), EACCES);
+  }
+  EXPECT_EQ(remote_.reads(), reads);  // the source was not asked again
+  EXPECT_EQ(hydrator_->stats().remembered, 50u);
+  // Other chunks of the file, and other files, are not affected.
+  ASSERT_TRUE(hydrator_->ensure("big", kChunk * 3 + 1, 10).isOk());
 }
 
 TEST_F(HydratorTest, TruncatedDeliveryFails) {

@@ -20,6 +20,11 @@ struct MountConfig {
   int listingTtlSeconds = 300;  // 0: listings never expire
   size_t workers = 16;
   size_t connections = 64;       // fetches running at a time (core::HydratorConfig)
+  // core::ListingLimits, and the largest listing body read (HTTP).
+  uint64_t maxEntries = 20'000'000;
+  uint64_t maxDirEntries = 1'000'000;
+  unsigned maxDepth = 128;
+  uint64_t maxListingBytes = 64ull << 20;
   uint64_t cacheSize = 0;        // quota on present content in bytes; 0: none
   double cacheHigh = 0.90;       // eviction starts above this fraction of cacheSize
   double cacheLow = 0.80;        // ... and frees down to this one

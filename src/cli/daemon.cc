@@ -62,7 +62,8 @@ class Daemon {
     hydrator_ = std::make_unique<core::Hydrator>(*remote_, *cache_, hc);
     populator_ = std::make_unique<core::NamespacePopulator>(
         *remote_, *cache_, config_.crawlParallel, std::chrono::seconds(config_.listingTtlSeconds),
-        [h = hydrator_.get()](const std::string& path) { h->forget(path); }, 10000, viewPolicy());
+        [h = hydrator_.get()](const std::string& path) { h->forget(path); }, 10000, viewPolicy(),
+        core::ListingLimits{config_.maxDirEntries, config_.maxEntries, config_.maxDepth});
     HSM_RETURN_IF_ERROR(populator_->start().withContext("listing the source"));
 
     frontend_ = makeFrontend();
@@ -391,7 +392,8 @@ class Daemon {
                        {"dirs_active", crawl.dirsActive}, {"queued_peak", crawl.queuedPeak},
                        {"entries", crawl.entriesAdded},
                        {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds},
-                       {"revalidated", crawl.revalidated}, {"removed", crawl.removed}}},
+                       {"revalidated", crawl.revalidated}, {"removed", crawl.removed},
+                       {"refused", crawl.refused}, {"names", crawl.names}, {"stalled", crawl.stalled}}},
             {"events", {{"content", fe.fileEvents}, {"dir_open", fe.dirEvents}, {"file_open", fe.openEvents},
                         {"denied", fe.denied}, {"ignore_marks", fe.ignoreMarks}, {"pending", fe.pending}}},
             {"latency", {{"content", latencyJson(fe.contentLatency)}, {"dir_open", latencyJson(fe.dirLatency)}}},

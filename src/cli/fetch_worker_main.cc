@@ -20,6 +20,7 @@ nlohmann::json workerConfig(const MountConfig& c) {
           {"netrc", c.netrc},     {"headers", c.headers},   {"timeout", c.timeoutSeconds},
           {"retries", c.retries}, {"redirects_anywhere", c.redirectsAnywhere},
           {"min_speed", c.minSpeed}, {"request_timeout", c.requestTimeoutSeconds},
+          {"max_listing_bytes", c.maxListingBytes},
           // Fetches, listings (crawl and directory opens, each with its HEADs), and room
           // for calls the daemon gave up on that have not noticed yet.
           {"max_calls", c.connections + c.crawlParallel + c.workers + 64},
@@ -41,6 +42,7 @@ Result<std::unique_ptr<remote::Remote>> openSourceRemote(const nlohmann::json& c
   o.stallTimeout = std::chrono::seconds(config.value("timeout", 20));
   o.retries = config.value("retries", 3);
   o.minSpeed = config.value("min_speed", uint64_t{1024});
+  o.maxListingBytes = config.value("max_listing_bytes", uint64_t{64} << 20);
   o.requestTimeout = std::chrono::seconds(config.value("request_timeout", 300));
   o.redirectsAnywhere = config.value("redirects_anywhere", false);
   auto r = remote::HttpRemote::open(source, o);

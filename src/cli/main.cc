@@ -751,6 +751,11 @@ int main(int argc, char** argv) {
   mount->add_option("--workers", config.workers, "Threads serving directory opens (which may list remotely); reads never hold a thread while they wait")->capture_default_str();
   mount->add_option("--connections", config.connections, "Fetches from the source at a time: reads waiting for a fetch go first, fairly across files; readahead uses at most a quarter")
       ->capture_default_str()->check(CLI::Range(1, 1024));
+  mount->add_option("--max-entries", config.maxEntries, "Names the mount may hold in all: a listing that would go past it is refused (a source serving an endless tree)")->capture_default_str();
+  mount->add_option("--max-dir-entries", config.maxDirEntries, "Names one directory may have: a bigger listing is refused (the directory fails to open)")->capture_default_str();
+  mount->add_option("--max-depth", config.maxDepth, "Directories deeper than this are not listed")->capture_default_str()->check(CLI::Range(1u, 4096u));
+  std::string maxListingArg = "64M";
+  mount->add_option("--max-listing-size", maxListingArg, "HTTP: largest listing page read (K/M/G suffix); a bigger one fails to list")->capture_default_str();
   mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str();
   std::string cacheSizeArg;
   mount->add_option("--cache-size", cacheSizeArg, "Quota on cached content (K/M/G/T suffix); least recently used, unpinned content is released beyond it (default: no quota)");
@@ -838,6 +843,7 @@ int main(int argc, char** argv) {
     if (!dirModeArg.empty()) config.dirMode = parseMode(dirModeArg, "--dir-mode");
     config.chunkSize = parseSize(chunkArg);
     config.minSpeed = parseSize(minSpeedArg);
+    config.maxListingBytes = parseSize(maxListingArg);
     config.readahead = parseSize(readaheadArg);
     if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {
       throw CLI::ValidationError("--chunk-size", "must be a multiple of 4K between 4K and 64M");

@@ -26,10 +26,12 @@ Entry ViewPolicy::apply(Entry e) const {
 
 NamespacePopulator::NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache,
                                        size_t parallel, std::chrono::seconds ttl,
-                                       ChangedFn onChanged, size_t queueLimit, ViewPolicy policy)
+                                       ChangedFn onChanged, size_t queueLimit, ViewPolicy policy,
+                                       ListingLimits limits)
     : remote_(remote),
       cache_(cache),
       policy_(policy),
+      limits_(limits),
       parallel_(parallel),
       ttl_(ttl),
       queueLimit_(std::max<size_t>(1, queueLimit)),
@@ -63,6 +65,10 @@ Status NamespacePopulator::start() {
   auto re = remote_.rootEntry();
   if (!re) return re.status();
   HSM_RETURN_IF_ERROR(cache_.addRoot(policy_.apply(*re)));
+  if (auto st = cache_.stats()) {
+    std::lock_guard lock(mu_);
+    names_ = st->files + st->dirs + st->symlinks;
+  }
   HSM_RETURN_IF_ERROR(ensureListed(""));
   {
     // Whatever is still unlisted (a first mount: the root's subdirectories; a remount:
@@ -210,8 +216,32 @@ Status NamespacePopulator::ensureListed(const std::string& dir, bool revalidate,
 
 Status NamespacePopulator::listDir(const std::string& dir, const std::string& validator,
                                    bool relist) {
+  const auto depth = dir.empty() ? 0 : static_cast<unsigned>(std::count(dir.begin(), dir.end(), '/') + 1);
+  auto refuse = [&](std::string why) {
+    std::lock_guard lock(mu_);
+    refused_++;
+    return Status::error(EFBIG, fmt::format("'{}' not listed: {}", displayPath(dir), why));
+  };
+  if (depth >= limits_.maxDepth) {
+    return refuse(fmt::format("it is {} directories deep, the limit (--max-depth) is {}", depth,
+                              limits_.maxDepth));
+  }
   auto listing = remote_.list(dir, validator);
   if (!listing) return listing.status();
+  const uint64_t count = listing->entries.size();
+  if (count > limits_.maxDirEntries) {
+    return refuse(fmt::format("it has {} entries, the limit (--max-dir-entries) is {}", count,
+                              limits_.maxDirEntries));
+  }
+  if (!relist) {
+    std::lock_guard lock(mu_);
+    if (names_ + count > limits_.maxEntries) {
+      refused_++;
+      return Status::error(EFBIG, fmt::format("'{}' not listed: its {} entries would take the mount "
+                                              "past {} names (--max-entries)",
+                                              displayPath(dir), count, limits_.maxEntries));
+    }
+  }
   const int64_t now = nowSec();
   if (listing->notModified) {
     HSM_RETURN_IF_ERROR(cache_.touchListing(dir, now));
@@ -239,6 +269,7 @@ Status NamespacePopulator::listDir(const std::string& dir, const std::string& va
   std::lock_guard lock(mu_);
   dirsListed_++;
   if (relist) revalidated_++;
+  if (!relist) names_ += added;
   removed_ += removed;
   entriesAdded_ += added;
   skipped_ += listing->skipped.size();
@@ -269,7 +300,22 @@ void NamespacePopulator::crawlLoop() {
     if (!s && s.code() != ECANCELED) {
       log::warn("crawl: cannot list '{}': {}", displayPath(dir), s.message());
     }
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    if (!s && (s.code() == ENOSPC || s.code() == EDQUOT)) {
+      // The cache filesystem is full (space or inodes): listing more cannot work until
+      // something is freed. Back off (1 s, doubling, at most a minute) instead of failing
+      // every queued directory in a loop; opened directories are still tried at once.
+      stallBackoff_ = std::min(std::chrono::seconds(60), std::max(std::chrono::seconds(1), stallBackoff_ * 2));
+      stalled_ = fmt::format("the cache filesystem is full ({}); listing again in {} s",
+                             s.message(), stallBackoff_.count());
+      log::warn("crawl: {}", stalled_);
+      failed_.erase(dir);  // not this directory's fault: it is listed again later
+      enqueueLocked(dir);
+      cv_.wait_for(lock, stallBackoff_, [&] { return stopping_; });
+    } else if (s) {
+      stallBackoff_ = std::chrono::seconds(0);
+      stalled_.clear();
+    }
     --crawling_;
     if (doneLocked()) finishLocked();
     cv_.notify_all();
@@ -304,6 +350,9 @@ CrawlStats NamespacePopulator::stats() const {
   s.skipped = skipped_;
   s.revalidated = revalidated_;
   s.removed = removed_;
+  s.refused = refused_;
+  s.names = names_;
+  s.stalled = stalled_;
   s.done = doneLocked() && !unlistedLeft;
   auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
   s.seconds = std::chrono::duration<double>(end - started_).count();

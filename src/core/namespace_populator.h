@@ -59,6 +59,11 @@ struct CrawlStats {
   uint64_t errors = 0;        // directories that failed to list
   uint64_t skipped = 0;       // remote names left out (bad names, special files)
   uint64_t revalidated = 0;   // listings checked again after the TTL
+  uint64_t refused = 0;       // listings refused by a ListingLimits bound
+  uint64_t names = 0;         // names in the mount (for ListingLimits::maxEntries)
+  // Why the crawl is waiting instead of listing ("" if it is not): a full cache
+  // filesystem (no space or no inodes) makes it back off, up to a minute at a time.
+  std::string stalled;
   uint64_t removed = 0;       // names removed because the remote no longer has them
   bool done = false;          // nothing queued, nothing active
   double seconds = 0;         // since start, or total once done
@@ -78,6 +83,16 @@ struct ViewPolicy {
   Entry apply(Entry e) const;
 };
 
+// Bounds on what a source may make the mount hold (a hostile or broken server can serve
+// an endless tree or a listing of millions of names). A listing beyond them is refused with
+// an error naming the limit (the directory's open fails; at the root, the mount); the
+// rest of the tree is unaffected.
+struct ListingLimits {
+  uint64_t maxDirEntries = 1'000'000;  // names in one directory
+  uint64_t maxEntries = 20'000'000;    // names in the whole mount (checked as listings add)
+  unsigned maxDepth = 128;             // directories deeper than this are not listed
+};
+
 class NamespacePopulator {
  public:
   // Called with the path of a name whose cached version a listing changed or removed
@@ -89,7 +104,7 @@ class NamespacePopulator {
   NamespacePopulator(remote::Remote& remote, cache::CacheStore& cache, size_t parallel,
                      std::chrono::seconds ttl = std::chrono::seconds(0),
                      ChangedFn onChanged = nullptr, size_t queueLimit = 10000,
-                     ViewPolicy policy = {});
+                     ViewPolicy policy = {}, ListingLimits limits = {});
   ~NamespacePopulator();  // stops the crawler
   NamespacePopulator(const NamespacePopulator&) = delete;
   NamespacePopulator& operator=(const NamespacePopulator&) = delete;
@@ -131,6 +146,7 @@ class NamespacePopulator {
   remote::Remote& remote_;
   cache::CacheStore& cache_;
   const ViewPolicy policy_;
+  const ListingLimits limits_;
   const size_t parallel_;
   const std::chrono::seconds ttl_;
   mutable std::mutex listenersMu_;  // rank 45 (leaf): listeners_
@@ -151,6 +167,10 @@ class NamespacePopulator {
   bool stopping_ = false;
   uint64_t queuedPeak_ = 0;
   uint64_t dirsListed_ = 0, entriesAdded_ = 0, skipped_ = 0, revalidated_ = 0, removed_ = 0;
+  uint64_t refused_ = 0;
+  uint64_t names_ = 0;      // names in the mount: the index's at start, plus new listings
+  std::string stalled_;     // CrawlStats::stalled
+  std::chrono::seconds stallBackoff_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point finished_;
   bool finishedSet_ = false;

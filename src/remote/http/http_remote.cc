@@ -22,7 +22,6 @@
 namespace hsm::remote {
 namespace {
 
-constexpr size_t kMaxListingBytes = 512u << 20;
 // A file larger than this is taken for a hostile or broken answer (no filesystem fanhsm
 // caches on holds one; a "negative" Content-Length parses as a huge one).
 constexpr uint64_t kMaxFileSize = uint64_t{16} << 40;
@@ -459,7 +458,7 @@ Result<HttpRemote::Response> HttpRemote::perform(const char* method, const std::
     giveBack(std::move(h));
     if (auto refused = guard.verdict(rc, method, url)) return *refused;
     if (body.tooLarge) {
-      return Status::error(EFBIG, fmt::format("{} {}: body larger than {} bytes", method, url, maxBody));
+      return Status::error(EFBIG, fmt::format("{} {}: larger than {} bytes (--max-listing-size)", method, url, maxBody));
     }
     if (rc != CURLE_OK) {
       last = Status::error(EIO, fmt::format("{} {}: {}", method, url, curl_easy_strerror(rc)));
@@ -507,7 +506,7 @@ Result<uint64_t> HttpRemote::probeSize(const std::string& url) {
 }
 
 Result<Entry> HttpRemote::rootEntry() {
-  auto r = perform("GET", baseUrl_, kMaxListingBytes, {});
+  auto r = perform("GET", baseUrl_, static_cast<size_t>(options_.maxListingBytes), {});
   if (!r) return r.status();
   if (r->status != 200) {
     return Status::error(errnoForStatus(r->status),
@@ -528,7 +527,7 @@ Result<Listing> HttpRemote::list(const std::string& dir, const std::string& vali
   std::vector<std::string> conditional;
   if (validator.rfind("etag:", 0) == 0) conditional.push_back("If-None-Match: " + validator.substr(5));
   if (validator.rfind("lm:", 0) == 0) conditional.push_back("If-Modified-Since: " + validator.substr(3));
-  auto r = perform("GET", url, kMaxListingBytes, conditional);
+  auto r = perform("GET", url, static_cast<size_t>(options_.maxListingBytes), conditional);
   if (!r) return r.status();
   if (r->status == 304 && !conditional.empty()) {
     Listing same;

@@ -43,6 +43,9 @@ struct HttpOptions {
   // A request (one listing, one HEAD, one range of at most a fetch) that takes longer
   // fails. A whole-file stream from a server without ranges gets size/minSpeed more.
   std::chrono::seconds requestTimeout{300};
+  // A listing page larger than this fails (EFBIG) instead of being parsed: parsing holds
+  // it, and a tree of it, in memory.
+  uint64_t maxListingBytes = 64ull << 20;
   int retries = 3;
   size_t parallel = 8;               // concurrent HEAD requests while listing
   // Redirects are followed within the source's origin only (scheme, host, port), never from

@@ -178,5 +178,55 @@ TEST_F(PopulatorTest, FailedRevalidationKeepsServingTheCachedListing) {
   EXPECT_EQ(::stat((tmp_.path() + "/cache/tree/deep/a/b/leaf").c_str(), &sb), 0);
 }
 
+
+// --- limits on what a source may make the mount hold (issue #14, item 9) -------------------
+
+TEST_F(PopulatorTest, DirectoriesBeyondTheDepthLimitAreNotListed) {
+  ListingLimits limits;
+  limits.maxDepth = 2;  // the root (0) and depth 1 are listed; deep/a (2) is not
+  NamespacePopulator p(remote_, *cache_, 2, std::chrono::seconds(0), nullptr, 10000, {}, limits);
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  EXPECT_TRUE(p.ensureListed("deep").isOk());
+  Status s = p.ensureListed("deep/a");
+  ASSERT_FALSE(s.isOk());
+  EXPECT_EQ(s.code(), EFBIG);
+  EXPECT_NE(s.message().find("--max-depth"), std::string::npos) << s.message();
+  auto leaf = cache_->entry("deep/a/b");
+  ASSERT_TRUE(leaf.isOk());
+  EXPECT_FALSE(leaf->has_value());  // nothing below the limit was created
+  EXPECT_GE(p.stats().refused, 1u);
+}
+
+TEST_F(PopulatorTest, AHugeDirectoryIsRefusedAndTheRestStaysListable) {
+  for (int i = 0; i < 50; ++i) remote_.addFile("d0/s0/many" + std::to_string(i), "x");
+  ListingLimits limits;
+  limits.maxDirEntries = 20;
+  NamespacePopulator p(remote_, *cache_, 2, std::chrono::seconds(0), nullptr, 10000, {}, limits);
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  Status s = p.ensureListed("d0/s0");
+  ASSERT_FALSE(s.isOk());
+  EXPECT_EQ(s.code(), EFBIG);
+  EXPECT_NE(s.message().find("--max-dir-entries"), std::string::npos) << s.message();
+  EXPECT_TRUE(p.ensureListed("d0/s1").isOk());
+  auto f = cache_->entry("d0/s1/f");
+  ASSERT_TRUE(f.isOk() && f->has_value());
+}
+
+TEST_F(PopulatorTest, TheMountStopsGrowingAtTheEntryLimit) {
+  ListingLimits limits;
+  limits.maxEntries = 12;  // the root's 6 names, and a few directories' more
+  NamespacePopulator p(remote_, *cache_, 1, std::chrono::seconds(0), nullptr, 10000, {}, limits);
+  ASSERT_TRUE(p.start().isOk());
+  ASSERT_TRUE(waitDone(p));
+  auto st = p.stats();
+  EXPECT_LE(st.names, 12u);
+  EXPECT_GT(st.refused, 0u);
+  auto cs = cache_->stats();
+  ASSERT_TRUE(cs.isOk());
+  EXPECT_LE(cs->files + cs->dirs + cs->symlinks, 12u + 1);  // + the root itself
+}
+
 }  // namespace
 }  // namespace hsm::core

@@ -133,6 +133,7 @@ class FuseFrontendTest : public ::testing::Test {
     hc.maxFetch = 4 * kChunk;
     hc.readahead = 8 * kChunk;
     hc.syncInterval = std::chrono::milliseconds(20);
+    hc.failureMemory = std::chrono::milliseconds(0);  // tests retry at once (HydratorTest covers it)
     hydrator_ = std::make_unique<core::Hydrator>(remote_, *cache_, hc);
   }
 

@@ -495,6 +495,13 @@ void printMountStatus(const nlohmann::json& j) {
                            crawl["dirs_listed"].get<uint64_t>(), crawl["dirs_queued"].get<uint64_t>(),
                            crawl["entries"].get<uint64_t>(), crawl["errors"].get<uint64_t>(),
                            crawl["seconds"].get<double>());
+  if (crawl.contains("stalled") && !crawl["stalled"].get<std::string>().empty()) {
+    std::cout << fmt::format("  crawl    waiting: {}\n", crawl["stalled"].get<std::string>());
+  }
+  if (crawl.value("refused", uint64_t{0}) > 0) {
+    std::cout << fmt::format("  crawl    {} listings refused by a limit (--max-depth, --max-dir-entries, "
+                             "--max-entries; see the log)\n", crawl["refused"].get<uint64_t>());
+  }
   std::cout << fmt::format("  events   {} content, {} dir opens, {} file opens, {} denied, {} pending\n",
                            ev["content"].get<uint64_t>(), ev["dir_open"].get<uint64_t>(),
                            ev["file_open"].get<uint64_t>(), ev["denied"].get<uint64_t>(),
@@ -513,6 +520,14 @@ void printMountStatus(const nlohmann::json& j) {
                            humanBytes(fe["bytes"].get<uint64_t>()), fe["count"].get<uint64_t>(),
                            fe["readahead"].get<uint64_t>(), fe["errors"].get<uint64_t>(),
                            fe["files_completed"].get<uint64_t>());
+  if (fe.contains("running")) {
+    std::cout << fmt::format("  fetching {} of {} connections busy, {} queued ({} readahead), {} reads "
+                             "waiting; {} cancelled (reader gone)\n",
+                             fe["running"].get<uint64_t>(), fe["connections"].get<uint64_t>(),
+                             fe["queued"].get<uint64_t>() + fe["queued_readahead"].get<uint64_t>(),
+                             fe["queued_readahead"].get<uint64_t>(), fe["parked"].get<uint64_t>(),
+                             fe["cancelled"].get<uint64_t>());
+  }
   const auto& w = j["worker"];
   std::cout << fmt::format("  worker   pid {}, {} restarts, {} calls sent again{}\n", w["pid"].get<int>(),
                            w["restarts"].get<uint64_t>(), w["retried_calls"].get<uint64_t>(),

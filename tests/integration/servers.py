@@ -2,7 +2,8 @@
 127.0.0.1, stopped by pid (never by name) when the context ends.
 
     with web_server("nginx", root, workdir, variant="json") as url: ...
-Kinds: nginx (variants html, html-approx, json), apache (fancy, plain, table), lighttpd,
+Kinds: nginx (variants html, html-approx, json; suffixes -rate-R, -auth, -tls, -slow),
+apache (fancy, plain, table), lighttpd,
 python, fault (tests/support/fault_http_server.py; variant "no-ranges" or a faults file).
 """
 import contextlib
@@ -49,6 +50,7 @@ def _wait_ready(url, proc, log, timeout=20):
 
 
 AUTH_USER, AUTH_PASSWORD = "alice", "s3cr3t-pw"  # the "-auth" variants' only account
+SLOW_RATE = "1k"  # nginx "-slow" variants: bytes per second of each file below /slow/
 
 
 def _htpasswd(path):
@@ -62,8 +64,15 @@ def _htpasswd(path):
 
 def _nginx(root, d, port, variant):
     """Variants: html, html-approx, json; a "-rate-<R>" suffix adds limit_rate R; an "-auth"
-    suffix requires basic auth as AUTH_USER:AUTH_PASSWORD."""
+    suffix requires basic auth as AUTH_USER:AUTH_PASSWORD; a "-slow" suffix (the last one)
+    makes the files below /slow/ drip at SLOW_RATE while listings and everything else stay
+    fast."""
     rate = ""
+    slow = ""
+    if variant and variant.endswith("-slow"):
+        variant = variant[:-len("-slow")]
+        # Files only (a URI not ending in "/"): directory listings stay with "location /".
+        slow = "location ~ ^/slow/.*[^/]$ {{ limit_rate {}; }}".format(SLOW_RATE)
     auth = ""
     if variant and variant.endswith("-auth"):
         variant = variant[:-len("-auth")]
@@ -100,9 +109,11 @@ http {{
     include {d}/extra*.conf;
     root {root};
     location / {{ autoindex on; autoindex_exact_size {exact}; autoindex_format {fmt}; {rate} {auth} }}
+    {slow}
   }}
 }}
-""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate, auth=auth, tls=tls))
+""".format(d=d, port=port, root=root, exact=exact, fmt=fmt, rate=rate, auth=auth, tls=tls,
+           slow=slow))
     return ["/usr/sbin/nginx", "-c", conf, "-p", d]
 
 

@@ -165,6 +165,16 @@ class Job {
   }
 
   Result<nlohmann::json> release(const std::vector<cache::FileRef>& files) {
+    // A release is most needed on a full cache filesystem, where the index may have no
+    // room for its own records: they use the index reserve (as the evictor's passes do),
+    // taken back afterwards if there is room by then.
+    struct Reserve {
+      cache::CacheStore& cache;
+      ~Reserve() {
+        if (Status s = cache.takeReserve(); !s) log::warn("release: {}", s.message());
+      }
+    } reserve{ctx_.cache};
+    ctx_.cache.dropReserve();
     // Chunks written but not yet recorded make a file busy: record them first.
     HSM_RETURN_IF_ERROR(ctx_.hydrator.flush());
     core::Hydrator::ReleaseResult total;

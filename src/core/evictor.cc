@@ -137,7 +137,10 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
   EvictorStats pass_stats;
   if (over || force) {
     std::unordered_set<std::string> seen;  // handled in this pass (released, busy, spared)
-    // Bounded: every round marks at least one new candidate as seen, or ends the pass.
+    std::vector<std::string> spared;       // given a second chance in the first sweep
+    bool secondSweep = false;
+    // Bounded: every round marks at least one new candidate as seen, or ends the sweep;
+    // there are at most two sweeps.
     for (int round = 0; round < 100000 && used > target; ++round) {
       auto cands = cache_.releaseCandidates(seen.size() + config_.batch);
       if (!cands) return cands.status();
@@ -148,14 +151,27 @@ Result<EvictorStats> Evictor::runPass(bool force, uint64_t targetBytes) {
         if (fresh == config_.batch || planned >= used - target) break;
         if (!seen.insert(c.path).second) continue;
         ++fresh;
-        if (usedSince(c)) {
+        // CLOCK: a file read since its use was recorded is spared once (its use is
+        // recorded now). In the second sweep the hand comes round again: spared files
+        // whose reference was cleared go like any other.
+        if (!secondSweep && usedSince(c)) {
           pass_stats.secondChances++;
+          spared.push_back(c.path);
           continue;
         }
         reqs.push_back({c.path, c.version});
         planned += c.bytesPresent;
       }
-      if (fresh == 0) break;  // nothing left that could be released
+      if (fresh == 0) {
+        // Everything was seen and usage is still over the target: if files were spared,
+        // sweep once more (else a pass where every file had been read released nothing,
+        // and the quota was no bound).
+        if (secondSweep || spared.empty()) break;
+        secondSweep = true;
+        for (const auto& path : spared) seen.erase(path);
+        spared.clear();
+        continue;
+      }
       if (reqs.empty()) continue;
       auto r = hydrator_.release(reqs, beforePunch_);
       if (!r) return r.status();

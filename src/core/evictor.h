@@ -12,7 +12,9 @@
 //   looks at its atime; a file read since it was armed gets a second chance (its last use
 //   is recorded, atime is armed again) instead of being released: a CLOCK approximation
 //   of LRU that costs nothing on the read path. Caches on a noatime filesystem fall back
-//   to the Hydrator's times.
+//   to the Hydrator's times. If a pass has seen every candidate and usage is still above
+//   its target, it sweeps once more without second chances: a quota is a bound even when
+//   every file was read since the last pass.
 // - Files found busy are retried in a later pass, not waited for.
 //
 // Contract

@@ -128,6 +128,24 @@ TEST_F(EvictorTest, PinnedAndOpenFilesStayAndAReadFileGetsASecondChance) {
   EXPECT_EQ(state(9), cache::State::kFull);
 }
 
+TEST_F(EvictorTest, APassWhereEveryFileWasReadStillReachesItsTarget) {
+  // Issue #14, item 6: every candidate had been read since the last pass, got its second
+  // chance, and the pass released nothing: 269 MiB held under a 64 MiB quota.
+  fetchAll();
+  for (int i = 0; i < kFiles; ++i) {  // reads the Hydrator never saw: atime moves
+    auto fd = cache_->openBeneath(name(i), O_RDONLY);
+    ASSERT_TRUE(fd.isOk());
+    char c;
+    ASSERT_EQ(::pread(fd->get(), &c, 1, 0), 1);
+  }
+  Evictor ev(*hydrator_, *cache_, quota(kFile * 8), noHook);
+  auto r = ev.runPass();
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_GE(r->secondChances, 6u);  // the first sweep spared what it saw
+  EXPECT_EQ(r->filesReleased, 6u);
+  EXPECT_LE(r->usageBytes, kFile * 4);
+}
+
 TEST_F(EvictorTest, ForcedPassReleasesToATarget) {
   fetchAll();
   Evictor ev(*hydrator_, *cache_, quota(0), noHook);

@@ -159,6 +159,10 @@ class Daemon {
     // Jobs and eviction first: they use the frontend (beforeRelease) and the Hydrator.
     stopping_ = true;
     metrics_.reset();
+    // Requests still waiting for the source fail now (EIO) and fetches are cancelled:
+    // whatever the source does, nothing below waits for it (a cache job, a FUSE thread,
+    // a parked fanotify event). The view is gone or detached and drained by now.
+    if (hydrator_) hydrator_->shutdown();
     for (auto& j : jobs_) j.thread.join();
     jobs_.clear();
     if (evictor_) evictor_->stop();
@@ -404,7 +408,7 @@ class Daemon {
                        {"queued_readahead", hs.scheduler.queuedReadahead},
                        {"connections", hs.scheduler.threads}, {"parked", hs.parked},
                        {"cancelled", hs.cancelledFetches}, {"abandoned", hs.abandoned},
-                       {"remembered_failures", hs.remembered}}}};
+                       {"remembered_failures", hs.remembered}, {"preempted", hs.preempted}}}};
   }
 
   MountConfig config_;

@@ -19,13 +19,15 @@ FetchScheduler::FetchScheduler(size_t threads, size_t readaheadMax, std::string 
 FetchScheduler::~FetchScheduler() { stop(); }
 
 uint64_t FetchScheduler::post(std::string key, Priority priority, std::function<void()> run,
-                              std::function<void()> drop) {
+                              std::function<void()> drop, std::function<bool()> preempt) {
   uint64_t id = 0;
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
       id = nextId_++;
-      queue_.push_back({id, std::move(key), priority, std::move(run), std::move(drop)});
+      queue_.push_back({id, std::move(key), priority, std::move(run), std::move(drop),
+                        std::move(preempt)});
+      if (priority == Priority::kDemand) preemptLocked();
     }
   }
   if (id == 0) return 0;  // refused: the caller still owns the job (see the header)
@@ -39,6 +41,7 @@ bool FetchScheduler::promote(uint64_t id) {
     auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.id == id; });
     if (it == queue_.end()) return false;
     it->priority = Priority::kDemand;
+    preemptLocked();
   }
   cv_.notify_one();
   return true;
@@ -72,10 +75,24 @@ void FetchScheduler::stop() {
   threads_.clear();
 }
 
+void FetchScheduler::preemptLocked() {
+  if (running_ < threads_.size()) return;  // a thread is free (or about to pick it up)
+  for (auto& r : runningJobs_) {
+    if (!r.readahead || !r.preempt) continue;
+    auto preempt = std::move(r.preempt);
+    r.preempt = nullptr;
+    if (preempt()) {
+      ++preempted_;
+      return;
+    }
+  }
+}
+
 FetchSchedulerStats FetchScheduler::stats() const {
   std::lock_guard lock(mu_);
   FetchSchedulerStats s;
   s.running = running_;
+  s.preempted = preempted_;
   s.threads = threads_.size();
   for (const auto& j : queue_) {
     (j.priority == Priority::kDemand ? s.queuedDemand : s.queuedReadahead)++;
@@ -117,10 +134,16 @@ void FetchScheduler::loop() {
     ++running_;
     if (readahead) ++runningReadahead_;
     ++runningPerKey_[job.key];
+    auto me = runningJobs_.insert(runningJobs_.end(), {job.id, readahead, std::move(job.preempt)});
     lock.unlock();
     job.run();
     job.run = nullptr;
     job.drop = nullptr;  // whatever they own is released without the lock
+    lock.lock();
+    auto preempt = std::move(me->preempt);
+    runningJobs_.erase(me);
+    lock.unlock();
+    preempt = nullptr;  // released without the lock
     lock.lock();
     --running_;
     if (readahead) --runningReadahead_;

@@ -12,6 +12,10 @@
 //   most `readaheadMax` threads at a time, so a demand job finds a thread unless every
 //   thread runs demand.
 // - promote(id): a queued readahead job becomes a demand job (a reader now waits for it).
+// - Readahead gives way: when a demand job is queued and every thread is busy, a running
+//   readahead job is asked to stop (its `preempt` function, if it has one: it must be
+//   quick, take no lock, and return false if the job may not stop, e.g. a reader now
+//   waits for it). The job then ends early as its owner decides (a cancelled fetch).
 // - cancel(id): a queued job is removed and dropped; false if it is not queued (it runs
 //   already or is done: its owner stops it by its own means).
 // - stop(): refuses new jobs, drops queued ones, and waits for running ones, which must
@@ -36,6 +40,7 @@ struct FetchSchedulerStats {
   uint64_t queuedDemand = 0;
   uint64_t queuedReadahead = 0;
   uint64_t threads = 0;
+  uint64_t preempted = 0;  // readahead jobs asked to stop for a waiting demand job
 };
 
 class FetchScheduler {
@@ -49,7 +54,7 @@ class FetchScheduler {
 
   // Returns the job's id (never 0), or 0 after stop().
   uint64_t post(std::string key, Priority priority, std::function<void()> run,
-                std::function<void()> drop);
+                std::function<void()> drop, std::function<bool()> preempt = {});
   bool promote(uint64_t id);
   bool cancel(uint64_t id);
   void stop();
@@ -61,7 +66,15 @@ class FetchScheduler {
     std::string key;
     Priority priority = Priority::kDemand;
     std::function<void()> run, drop;
+    std::function<bool()> preempt;
   };
+  struct Running {
+    uint64_t id = 0;
+    bool readahead = false;
+    std::function<bool()> preempt;  // moved from the job; empty once used
+  };
+  // A demand job waits and no thread is free: ask one running readahead job to stop.
+  void preemptLocked();
   void loop();
   // The next job to run (caller holds mu_), or queue_.end() if none may run now.
   std::list<Job>::iterator pickLocked();
@@ -72,6 +85,8 @@ class FetchScheduler {
   std::list<Job> queue_;  // oldest first
   std::unordered_map<std::string, unsigned> runningPerKey_;
   size_t running_ = 0, runningReadahead_ = 0;
+  std::list<Running> runningJobs_;  // oldest first
+  uint64_t preempted_ = 0;
   uint64_t nextId_ = 1;
   bool stopping_ = false;
   std::vector<std::thread> threads_;

@@ -21,6 +21,7 @@ struct Hydrator::Flight {
   bool running = false;          // a scheduler thread took it
   uint64_t job = 0;              // its FetchScheduler id
   std::atomic<bool> cancel{false};  // no live request needs it: stop (ByteSink::cancelled)
+  std::atomic<bool> wanted{false};  // a request waits for it: readahead may not give way
   Status status;
 };
 
@@ -286,7 +287,14 @@ std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(const std::shared_
   f->job = scheduler_.post(
       fs->path, readahead ? FetchScheduler::Priority::kReadahead : FetchScheduler::Priority::kDemand,
       [this, fs, f] { runFlight(fs, f); },
-      [this, fs, f] { finishFlight(fs, f, Status::error(ECANCELED, "fetch cancelled"), f->first, false); });
+      [this, fs, f] { finishFlight(fs, f, Status::error(ECANCELED, "fetch cancelled"), f->first, false); },
+      // Readahead gives way to a waiting reader (FetchScheduler): no lock, just the flags.
+      [this, f] {
+        if (f->wanted) return false;
+        f->cancel = true;
+        preempted_++;
+        return true;
+      });
   if (f->job == 0) return nullptr;
   for (uint64_t k = f->first; k < f->last; ++k) fs->inflight.set(k);
   fs->flights.push_back(f);
@@ -429,6 +437,7 @@ Result<bool> Hydrator::advanceLocked(const std::shared_ptr<FileState>& fs, Waite
       f->readahead = false;
       scheduler_.promote(f->job);
     }
+    f->wanted = true;
     c = f->last - 1;
   }
   return ready;
@@ -661,9 +670,20 @@ void Hydrator::sweepWaiters() {
       parked_--;
       abandoned_++;
     }
-    // Demand fetches no live request needs any more stop; readahead stops at the close.
+    // Demand fetches no live request needs any more stop.
     cancelFlightsLocked(*fs, [&](const Flight& f) { return !f.readahead && !fs->needed(f); },
                         queued);
+    // Readahead stops once no one has the file open (the write lease on our own
+    // descriptor is granted only then). Usually the last close does it
+    // (releaseAllocation), but a killed reader's close comes while its parked event
+    // still holds the file open: the sweep after its answer catches that.
+    const bool readahead = std::any_of(fs->flights.begin(), fs->flights.end(), [](const auto& f) {
+      return f->readahead && !f->cancel && !f->done;
+    });
+    if (readahead && fs->waiters.empty() && fs->content->tryLease()) {
+      cancelFlightsLocked(*fs, [](const Flight& f) { return f.readahead; }, queued);
+      fs->content->unlease();
+    }
   }
   complete(out);
   dropQueued(queued);
@@ -891,6 +911,7 @@ HydratorStats Hydrator::stats() const {
   s.cancelledFetches = cancelledFetches_;
   s.abandoned = abandoned_;
   s.remembered = remembered_;
+  s.preempted = preempted_;
   s.parked = parked_;
   s.scheduler = scheduler_.stats();
   s.fetchLatency = fetchLatency_.counts();

@@ -27,7 +27,8 @@
 // - A parked request whose requester is gone (its `alive` check fails; checked by the sync
 //   thread every syncInterval) is dropped, and a demand flight no live request needs any
 //   more is cancelled: the Remote sees ByteSink::cancelled() and stops within about a
-//   second. Readahead is cancelled when no one has the file open (releaseAllocation()).
+//   second. Readahead is cancelled when no one has the file open (releaseAllocation(),
+//   and the sweep), and gives way to a waiting reader when every connection is busy.
 // - Remote errors fail the requests waiting on that flight; the chunks go back to missing
 //   and a request after HydratorConfig::failureMemory tries again (before it, it gets the
 //   same error at once). Bytes from a failed fetch are never marked present.
@@ -111,6 +112,7 @@ struct HydratorStats {
   uint64_t cancelledFetches = 0;  // stopped because no live request needed them
   uint64_t abandoned = 0;         // parked requests dropped because their requester was gone
   uint64_t remembered = 0;        // requests failed at once with a recent fetch's error
+  uint64_t preempted = 0;         // readahead fetches stopped for a waiting reader
   uint64_t parked = 0;            // requests waiting for a fetch now
   FetchSchedulerStats scheduler;
   PercentileHistogram::Counts fetchLatency;   // one remote read (a flight)
@@ -258,7 +260,8 @@ class Hydrator {
       waits_{0}, filesCompleted_{0}, releasedFiles_{0}, releasedBytes_{0}, releaseBusy_{0},
       hits_{0}, misses_{0}, errNoSpace_{0}, errStale_{0}, errGone_{0}, errAccess_{0}, errOther_{0},
       syncErrors_{0};
-  std::atomic<uint64_t> cancelledFetches_{0}, abandoned_{0}, parked_{0}, remembered_{0};
+  std::atomic<uint64_t> cancelledFetches_{0}, abandoned_{0}, parked_{0}, remembered_{0},
+      preempted_{0};
   PercentileHistogram fetchLatency_, ensureLatency_;
   std::atomic<bool> closed_{false};  // shutdown(): no new requests
   std::atomic<bool> syncRequested_{false};  // readyLocked(): complete() wakes the sync thread

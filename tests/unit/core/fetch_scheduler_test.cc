@@ -114,6 +114,27 @@ TEST(FetchSchedulerTest, PromotedReadaheadRunsAsDemand) {
   s.stop();
 }
 
+TEST(FetchSchedulerTest, ReadaheadGivesWayToAWaitingDemandJob) {
+  Jobs jobs;
+  FetchScheduler s(2, 2, "test");
+  std::atomic<int> asked{0};
+  s.post("r", Priority::kReadahead, jobs.job("r1"), jobs.dropped("r1"), [&] {
+    asked++;
+    jobs.release("r1");  // the job stops when asked
+    return true;
+  });
+  s.post("x", Priority::kDemand, jobs.job("x1"), jobs.dropped("x1"));
+  ASSERT_TRUE(jobs.waitStarted(2));  // both threads busy
+  EXPECT_EQ(asked, 0);
+  s.post("d", Priority::kDemand, jobs.job("d1"), jobs.dropped("d1"));
+  ASSERT_TRUE(jobs.waitStarted(3));  // r1 stopped: d1 got its thread
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ(jobs.started()[2], "d1");
+  EXPECT_EQ(s.stats().preempted, 1u);
+  jobs.releaseAll();
+  s.stop();
+}
+
 TEST(FetchSchedulerTest, CancelDropsQueuedJobsAndStopDropsTheRest) {
   Jobs jobs;
   FetchScheduler s(1, 1, "test");

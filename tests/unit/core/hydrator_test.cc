@@ -623,6 +623,42 @@ TEST_F(HydratorTest, RequestOfAGoneReaderIsDroppedAndItsFetchCancelled) {
   EXPECT_EQ(cached("big", kChunk * 2, kChunk), src.substr(kChunk * 2, kChunk));
 }
 
+TEST_F(HydratorTest, AGoneReadersReadaheadStopsOnceNoOneHasTheFileOpen) {
+  remote_.block("big");
+  auto alive = std::make_shared<std::atomic<bool>>(true);
+  Answer& a = answer();
+  // At offset 0: sequential, so readahead flights start too (all blocked at the remote).
+  hydrator_->ensureAsync("big", 0, 10, 0, a.callback(), [alive] { return alive->load(); });
+  ASSERT_TRUE(remote_.waitForBlockedReads(2));
+  EXPECT_GE(hydrator_->stats().readaheadFetches, 1u);
+  *alive = false;
+  ASSERT_TRUE(a.wait());
+  // No one has the file open (only the Hydrator's own descriptor): the readahead goes too.
+  for (int i = 0; i < 500 && hydrator_->stats().scheduler.running > 0; ++i) {  // bounded: 5 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto st = hydrator_->stats();
+  EXPECT_EQ(st.scheduler.running, 0u);
+  EXPECT_EQ(st.scheduler.queuedReadahead, 0u);
+  EXPECT_EQ(remote_.blockedReads(), 0);
+  EXPECT_EQ(hydrator_->info("big")->bytesPresent, 0u);
+}
+
+TEST_F(HydratorTest, ReadaheadOfAFileStillOpenGoesOn) {
+  remote_.block("big");
+  auto reader = cache_->openBeneath("big", O_RDONLY);  // a reader has the file open
+  ASSERT_TRUE(reader.isOk());
+  auto alive = std::make_shared<std::atomic<bool>>(true);
+  Answer& a = answer();
+  hydrator_->ensureAsync("big", 0, 10, 0, a.callback(), [alive] { return alive->load(); });
+  ASSERT_TRUE(remote_.waitForBlockedReads(2));
+  *alive = false;  // this request's process is gone, but the file is open elsewhere
+  ASSERT_TRUE(a.wait());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // ten sweeps
+  EXPECT_GE(remote_.blockedReads(), 1);  // the readahead still runs
+  remote_.unblock("big");
+}
+
 TEST_F(HydratorTest, AFetchTwoReadersShareGoesOnWhenOneIsGone) {
   remote_.block("big");
   auto firstAlive = std::make_shared<std::atomic<bool>>(true);

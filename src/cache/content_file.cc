@@ -112,8 +112,29 @@ Result<std::unique_ptr<ContentFile>> ContentFile::load(CacheStore& cache, const 
     cf->mtimeNs_ = r.mtimeNs;
     cf->recorded_ = map ? *map : ChunkMap(r.size, chunkSize);
     cf->fd_ = std::move(*fd);
+    cf->reclaimUnrecorded(static_cast<uint64_t>(st.st_blocks) * 512, chunkSize);
     return cf;
   }
+}
+
+void ContentFile::reclaimUnrecorded(uint64_t allocated, uint64_t slack) const {
+  if (recorded_.full() || allocated <= recorded_.bytesPresent() + slack) return;
+  // Only if no one has the file open (a write lease on our own descriptor): a reader may
+  // rely on an allocation (Hydrator::prepareOpen), and a fetch of an earlier load of this
+  // file may be writing bytes it has not recorded yet.
+  if (!tryLease()) return;
+  // The attribute first (a crash inside a release can leave "full" on it): an inode whose
+  // attribute says "full" never holds a hole.
+  setStateAttr(fd_.get(), recorded_.empty() ? State::kEmpty : State::kPartial, path_);
+  Status s = punch(chunkRuns(recorded_, [&](uint64_t c) { return !recorded_.has(c); }));
+  unlease();
+  if (!s) {
+    log::warn("'{}': giving back blocks written but never recorded: {}", path_, s.message());
+    return;
+  }
+  log::info("'{}': gave back {} bytes written but never recorded (a failed sync, a crash or an "
+            "allocation of a file no longer open)",
+            path_, allocated - std::min(allocated, recorded_.bytesPresent()));
 }
 
 Status ContentFile::write(uint64_t offset, const char* data, size_t length) const {

@@ -80,6 +80,10 @@ class ContentFile {
   void unlease() const;
 
  private:
+  // Blocks beyond the recorded chunks (`allocated` bytes on disk, more than one `slack`
+  // over the recorded ones: written and never recorded after a failed sync or a crash, or
+  // allocated for a file no longer open) are punched out, if no one has the file open.
+  void reclaimUnrecorded(uint64_t allocated, uint64_t slack) const;
   ContentFile(CacheStore& cache, CacheIo io) : cache_(cache), io_(std::move(io)) {}
 
   CacheStore& cache_;

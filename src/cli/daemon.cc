@@ -56,6 +56,7 @@ class Daemon {
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
     hc.connections = config_.connections;
+    if (config_.cacheSize > 0) hc.streamToEofLimit = config_.cacheSize / 4;
     hc.readaheadThreads = std::max<size_t>(1, config_.connections / 4);
     // evictor_ is set below, before the frontend starts: no fetch can run before that.
     hc.onCacheFull = [this] { return evictor_->freeSpaceNow(); };

@@ -273,9 +273,12 @@ std::shared_ptr<Hydrator::Flight> Hydrator::startFlightLocked(const std::shared_
   uint64_t maxChunks = std::max<uint64_t>(1, config_.maxFetch / config_.chunkSize);
   if (!remote_.supportsRanges()) {
     // Every read streams from the start of the file: one flight to the end, published
-    // as it arrives, instead of the prefix again for every chunk.
+    // as it arrives, instead of the prefix again for every chunk, unless that is more
+    // than the cache should take for one read (HydratorConfig::streamToEofLimit).
     maxChunks = UINT64_MAX;
-    limit = fs->present.chunkCount();
+    if (fs->size - fs->present.chunkBegin(first) <= config_.streamToEofLimit) {
+      limit = fs->present.chunkCount();
+    }
   }
   uint64_t c = first;
   while (c < limit && c - first < maxChunks && !fs->present.has(c) && !fs->inflight.has(c)) {

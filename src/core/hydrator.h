@@ -77,6 +77,12 @@ struct HydratorConfig {
   // requests for its chunks get its error at once instead of asking the source again (a
   // reader retrying in a loop must not hammer a failing server).
   std::chrono::milliseconds failureMemory{1000};
+  // A source without range support streams every read from the start of the file. A
+  // flight then runs to the end of the file (one stream instead of the prefix again for
+  // every later read) only if that is at most this many bytes; otherwise it ends with the
+  // range asked for (the prefix is streamed past, not cached), so one small read of a
+  // huge file cannot fill the cache (with a quota: a quarter of it).
+  uint64_t streamToEofLimit = UINT64_MAX;
   // Called by ensure() (no lock held) when a write to the cache failed because its
   // filesystem is full (ENOSPC, EDQUOT): frees space now if it can and returns true if
   // it did; ensure() then tries once more, else fails with that error.

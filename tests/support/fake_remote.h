@@ -174,6 +174,10 @@ class FakeRemote final : public remote::Remote {
     return e;
   }
   std::string describe() const override { return "fake:"; }
+  bool supportsRanges() const override { return ranges_; }
+  // A source without range support: every read streams from the start of the file
+  // (the bytes before the range are read and dropped, as HttpRemote does).
+  void setRanges(bool ranges) { ranges_ = ranges; }
 
  private:
   struct Node {
@@ -185,6 +189,7 @@ class FakeRemote final : public remote::Remote {
   std::map<std::string, Node> nodes_;
   int versionCounter_ = 0;
   bool gateOpen_ = true;
+  std::atomic<bool> ranges_{true};
   std::set<std::string> blockedPaths_;
   std::atomic<int> cancelledReads_{0};
   int blocked_ = 0;

@@ -78,6 +78,7 @@ class HydratorTest : public ::testing::Test {
     hc.io.sync = syncFile_;
     hc.connections = connections_;
     hc.failureMemory = failureMemory_;
+    hc.streamToEofLimit = streamToEofLimit_;
     hc.readaheadThreads = 1;
     hydrator_ = std::make_unique<Hydrator>(remote_, *cache_, hc);
   }
@@ -107,6 +108,7 @@ class HydratorTest : public ::testing::Test {
   std::function<int(int, bool)> syncFile_;  // set before open(): the sync seam
   size_t connections_ = 8;                  // set before open()
   std::chrono::milliseconds failureMemory_{0};  // set before open()
+  uint64_t streamToEofLimit_ = UINT64_MAX;       // set before open()
   FakeRemote remote_;
   std::deque<Answer> answers_;  // outlive the Hydrator, which may still answer them
   Answer& answer() { return answers_.emplace_back(); }
@@ -224,6 +226,24 @@ TEST_F(HydratorTest, AFailureIsRememberedBrieflyInsteadOfAskingAgain) {
   EXPECT_EQ(hydrator_->stats().remembered, 50u);
   // Other chunks of the file, and other files, are not affected.
   ASSERT_TRUE(hydrator_->ensure("big", kChunk * 3 + 1, 10).isOk());
+}
+
+TEST_F(HydratorTest, WithoutRangesASmallReadOfAHugeFileDoesNotFillTheCache) {
+  // Issue #14, item 6: from a server without range support a 1-byte read cached the rest
+  // of the file: a non-root reader filled 365 MiB under a 32 MiB quota.
+  remote_.setRanges(false);
+  streamToEofLimit_ = 4 * kChunk;
+  reopen();
+  std::string src = patternBytes(kChunk * 20 + 123, 2);
+  auto r = hydrator_->ensure("big", kChunk * 10 + 5, 1);
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_EQ(cached("big", kChunk * 10, kChunk), src.substr(kChunk * 10, kChunk));
+  EXPECT_LE(hydrator_->info("big")->bytesPresent, kChunk);  // not the 10 chunks to the end
+  // Near the end, the rest fits the limit: one stream to the end, as before.
+  r = hydrator_->ensure("big", kChunk * 17 + 1, 1);
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_EQ(hydrator_->info("big")->bytesPresent, kChunk + (kChunk * 3 + 123));
+  EXPECT_EQ(cached("big", kChunk * 17, kChunk * 3 + 123), src.substr(kChunk * 17));
 }
 
 TEST_F(HydratorTest, TruncatedDeliveryFails) {

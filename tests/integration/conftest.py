@@ -29,6 +29,10 @@ import time
 import pytest
 
 WAIT_S = 60  # bound for every wait in the suite
+# How long the daemon answers a failed range with the same error without asking the source
+# again (core::HydratorConfig::failureMemory): a test that makes the source good again waits
+# this out before it expects a read to work.
+FAILURE_MEMORY_S = 1.0
 SKIP = 77
 
 FAN_CLOEXEC = 0x1

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import WAIT_S, changed_errno, run, wait_for
+from conftest import FAILURE_MEMORY_S, WAIT_S, changed_errno, run, wait_for
 from servers import available, web_server
 from tree_util import rand_bytes, read_all, write
 
@@ -130,10 +130,6 @@ def set_faults(path, faults):
     with open(path, "w") as f:
         json.dump(faults, f)
 
-
-# How long the daemon answers a failed range with the same error without asking again
-# (core::HydratorConfig::failureMemory).
-FAILURE_MEMORY_S = 1.0
 
 
 def test_http_faults_retried_or_eio_never_zeros(mounter, served, workdir, frontend):

@@ -10,11 +10,12 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 
 import pytest
 
-from conftest import (WAIT_S, changed_errno, is_fanhsm, mounts_below, pre_access_unsupported,
-                      require_pre_access, run, wait_for)
+from conftest import (FAILURE_MEMORY_S, WAIT_S, changed_errno, is_fanhsm, mounts_below,
+                      pre_access_unsupported, require_pre_access, run, wait_for)
 from tree_util import content_hashes, rand_bytes, read_all, snapshot, write
 
 MIB = 1 << 20
@@ -670,6 +671,7 @@ def test_unreadable_source_gives_eio_and_daemon_keeps_serving(mounter, workdir, 
     assert m.status()["events"]["denied"] >= 5
     assert m.status()["fetch"]["errors"] >= 1
     os.rename(os.path.join(root, "renamed-away"), os.path.join(root, "renamed.bin"))
+    time.sleep(FAILURE_MEMORY_S + 0.2)  # a failed fetch is remembered that long (issue #14)
     assert read_all(os.path.join(m.mountpoint, "renamed.bin")) == \
         read_all(os.path.join(root, "renamed.bin"))  # the same version is back: served again
 

@@ -198,6 +198,18 @@ def test_stop_with_stuck_readers(mounter, workdir):
     """SIGTERM to a daemon with 8 readers stuck on a slow source: the daemon exits within a
     bounded time whatever the source does, and the readers end with an error, never with
     bytes that are not the source's (no zeros)."""
+    with eight_stuck_readers(mounter, workdir) as (m, mp, data, slow, readers):
+        pid = m.status()["pid"]
+        assert is_fanhsm(pid)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not is_fanhsm(pid), "the daemon to exit after SIGTERM", timeout=30)
+        check_ended_with_eio(readers, slow, mp, data)
+        wait_for(lambda: not os.path.ismount(mp), "the view to be unmounted", timeout=15)
+
+
+@contextlib.contextmanager
+def eight_stuck_readers(mounter, workdir):
+    """A mount of the slow tree with 8 readers stuck on slow/ files (stopped on exit)."""
     root = os.path.join(workdir, "www")
     data = build_tree(root, 8)
     with web_server("nginx", root, workdir, "html-slow") as url:
@@ -208,21 +220,17 @@ def test_stop_with_stuck_readers(mounter, workdir):
         slow = [os.path.join(mp, "slow", "f%02d" % i) for i in range(8)]
         with Readers(slow, os.path.join(workdir, "readers")) as readers:
             wait_stuck(m, 8, readers)
-            pid = m.status()["pid"]
-            assert is_fanhsm(pid)
-            os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not is_fanhsm(pid), "the daemon to exit after SIGTERM", timeout=30)
-            for p in readers.procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=30)
-            hung = [p.args[1] for p in readers.procs if p.poll() is None]
-            assert not hung, "readers still waiting after the daemon exited: %s" % hung
-            check_ended_with_eio(readers, slow, mp, data)
-        wait_for(lambda: not os.path.ismount(mp), "the view to be unmounted", timeout=15)
+            yield m, mp, data, slow, readers
 
 
 def check_ended_with_eio(readers, paths, mp, data):
-    """Every reader ended with an error (EIO); what it wrote is a prefix of the source."""
+    """Once the daemon is gone: every reader ended (bounded wait) with an error (EIO), and
+    what it wrote is a prefix of the source."""
+    for p in readers.procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=30)
+    hung = [p.args[1] for p in readers.procs if p.poll() is None]
+    assert not hung, "readers still waiting after the daemon exited: %s" % hung
     for p, out, err, path in zip(readers.procs, readers.outs, readers.errs, paths):
         got = open(out, "rb").read()
         expected = data[os.path.relpath(path, mp)]
@@ -237,31 +245,17 @@ def test_lazy_umount_with_stuck_readers(mounter, workdir, fanhsm):
     """`fanhsm umount --lazy` with 8 readers stuck on a slow source returns once the view is
     detached (the readers still wait then); the daemon then serves the detached view for a
     bounded time and exits, and the readers end with EIO, never with zeros."""
-    root = os.path.join(workdir, "www")
-    data = build_tree(root, 8)
-    with web_server("nginx", root, workdir, "html-slow") as url:
-        m = mounter(url)
-        m.wait_crawl()
-        mp = m.mountpoint
-        assert read_all(os.path.join(mp, "fast", "small0")) == data["fast/small0"]
-        slow = [os.path.join(mp, "slow", "f%02d" % i) for i in range(8)]
-        with Readers(slow, os.path.join(workdir, "readers")) as readers:
-            wait_stuck(m, 8, readers)
-            pid = m.pid
-            r = timed_run([fanhsm, "umount", "--lazy", mp])
-            waiting = len(readers.running())
-            assert r is not None, "umount --lazy did not return in %d s" % OP_TIMEOUT
-            assert r[0] == 0, "umount --lazy failed (%d): %s" % (r[0], r[2])
-            assert not os.path.ismount(mp), "the view is still attached after umount --lazy"
-            assert waiting == 8, "umount --lazy returned after %d of 8 readers ended" % (8 - waiting)
-            wait_for(lambda: not is_fanhsm(pid), "the daemon to exit after umount --lazy",
-                     timeout=WAIT_S + 30)
-            for p in readers.procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=30)
-            hung = [p.args[1] for p in readers.procs if p.poll() is None]
-            assert not hung, "readers still waiting after the daemon exited: %s" % hung
-            check_ended_with_eio(readers, slow, mp, data)
+    with eight_stuck_readers(mounter, workdir) as (m, mp, data, slow, readers):
+        pid = m.pid
+        r = timed_run([fanhsm, "umount", "--lazy", mp])
+        waiting = len(readers.running())
+        assert r is not None, "umount --lazy did not return in %d s" % OP_TIMEOUT
+        assert r[0] == 0, "umount --lazy failed (%d): %s" % (r[0], r[2])
+        assert not os.path.ismount(mp), "the view is still attached after umount --lazy"
+        assert waiting == 8, "umount --lazy returned after %d of 8 readers ended" % (8 - waiting)
+        wait_for(lambda: not is_fanhsm(pid), "the daemon to exit after umount --lazy",
+                 timeout=WAIT_S + 30)
+        check_ended_with_eio(readers, slow, mp, data)
 
 
 def test_min_speed_fails_slow_transfer(mounter, workdir):

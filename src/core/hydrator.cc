@@ -598,6 +598,18 @@ Result<bool> Hydrator::releaseAllocation(const std::string& path, uint64_t ino) 
   return true;
 }
 
+bool Hydrator::allocated(const std::string& path) {
+  std::shared_ptr<FileState> fs;
+  {
+    std::lock_guard lock(mu_);
+    auto it = files_.find(path);
+    if (it == files_.end()) return false;
+    fs = it->second;
+  }
+  std::lock_guard lock(fs->mu);
+  return fs->allocated;
+}
+
 void Hydrator::ensureAsync(const std::string& path, uint64_t offset, uint64_t length, uint64_t ino,
                            Done done, Alive alive) {
   if (closed_) return done(stopping());

@@ -173,6 +173,12 @@ class Hydrator {
   // while the file is open. Returns whether it did. Errors: as ensure() (ESTALE if `path`
   // now names another inode than `ino`).
   Result<bool> releaseAllocation(const std::string& path, uint64_t ino);
+  // Whether prepareOpen() allocated missing ranges of `path` that releaseAllocation() has
+  // not given back yet (false if the file is not loaded: its next load gives back what is
+  // allocated beyond the recorded chunks when no one has it open). A frontend watches the
+  // closes only of such files: a queued close notification holds the file, and with it
+  // the mount, until it is read.
+  bool allocated(const std::string& path);
 
   Result<FileInfo> info(const std::string& path);
 

@@ -465,8 +465,11 @@ void FanotifyFrontend::answerOpen(PermissionEvent& ev, const std::string& path,
   }
   // Not complete: the allocation lasts while the file is open. Its closes are watched
   // (an evictable inode mark: an open file's inode stays in memory); each one gives the
-  // space back if no one has the file open any more (handleFileClose).
-  if (::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CLOSE_NOWRITE,
+  // space back if no one has the file open any more (handleFileClose). Only if something
+  // was allocated (a one-chunk file is fetched whole instead): a close notification holds
+  // the file, and the mount, until it is read, so an unmount right after the last close
+  // could find the view busy.
+  if (hydrator_.allocated(path) && ::fanotify_mark(openGroup_.get(), FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CLOSE_NOWRITE,
                       ev.fd(), nullptr) != 0) {
     log::warn("open '{}': watching its closes: {}", path, std::strerror(errno));
   }

@@ -320,6 +320,9 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
   uint64_t published = f->first;
   auto publishUpTo = [&](uint64_t endChunk) {
     if (endChunk <= published) return;
+    // Writing moved the cache file's mtime; the view must show the remote's before a
+    // reader is let through (it may stat the file at once).
+    fs->content->restoreTimes();
     std::vector<Completion> out;
     {
       std::lock_guard lock(fs->mu);

@@ -539,6 +539,10 @@ Result<bool> Hydrator::allocateMissing(const std::shared_ptr<FileState>& fs) {
     if (fs->fullDurable) return true;
     if (fs->allocated) return false;
     runs = cache::chunkRuns(fs->present, [&](uint64_t c) { return !fs->present.has(c); });
+    // Set first: an allocation that fails half way (no room) has allocated some runs,
+    // which the close must give back as well (the frontend watches closes only of files
+    // for which this is set).
+    fs->allocated = true;
   }
   // Without a lock: a flight writing into a run meanwhile keeps its bytes (allocating
   // leaves written blocks alone), and a run written already is allocated already. No room:
@@ -546,8 +550,6 @@ Result<bool> Hydrator::allocateMissing(const std::shared_ptr<FileState>& fs) {
   // only while the file is open would empty the cache for one look at a huge file); what
   // was allocated before the failure is given back at the close as usual.
   HSM_RETURN_IF_ERROR(fs->content->allocate(runs));
-  std::lock_guard lock(fs->mu);
-  fs->allocated = true;
   return false;
 }
 
@@ -576,7 +578,10 @@ Result<bool> Hydrator::prepareOpen(const std::string& path, uint64_t ino) {
 Result<bool> Hydrator::releaseAllocation(const std::string& path, uint64_t ino) {
   auto fsr = fileFor(path, ino);
   if (!fsr) return fsr.status();
-  std::shared_ptr<FileState> fs = *fsr;
+  return releaseAllocationOf(*fsr);
+}
+
+Result<bool> Hydrator::releaseAllocationOf(const std::shared_ptr<FileState>& fs) {
   std::vector<uint64_t> queued;
   Status s;
   {
@@ -670,6 +675,21 @@ void Hydrator::ensureAsync(const std::string& path, uint64_t offset, uint64_t le
 Result<bool> Hydrator::ensure(const std::string& path, uint64_t offset, uint64_t length,
                               uint64_t ino) {
   return waitFor([&](Done done) { ensureAsync(path, offset, length, ino, std::move(done)); });
+}
+
+void Hydrator::releaseIdleAllocations() {
+  std::vector<std::shared_ptr<FileState>> allocatedFiles;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [path, fs] : files_) {
+      std::lock_guard fl(fs->mu);
+      if (fs->allocated && fs->waiters.empty()) allocatedFiles.push_back(fs);
+    }
+  }
+  for (const auto& fs : allocatedFiles) {
+    auto r = releaseAllocationOf(fs);
+    if (!r) log::warn("'{}': giving back the space of its missing ranges: {}", fs->path, r.status().message());
+  }
 }
 
 void Hydrator::sweepWaiters() {
@@ -773,6 +793,7 @@ void Hydrator::syncLoop() {
     Status s = flush();
     if (!s) log::warn("recording cache state: {}", s.message());
     sweepWaiters();
+    releaseIdleAllocations();
     // Forget idle, fully recorded files: complete ones at once (they raise no events while
     // their ignore mark lasts, and a loaded file's open descriptor would pin its inode, and
     // with it the mark, against reclaim), partial ones beyond a bound. The index has their

@@ -170,7 +170,9 @@ class Hydrator {
   // A file was closed: if no one has it open any more (a write lease on this class's own
   // descriptor is granted only then; new opens wait while it is held), the chunks still
   // missing and not being fetched are punched out again, so the allocation lasts only
-  // while the file is open. Returns whether it did. Errors: as ensure() (ESTALE if `path`
+  // while the file is open. Returns whether it did. The sync thread tries again for
+  // allocated files every syncInterval, so a close handled while something else still
+  // held the file is not the last chance. Errors: as ensure() (ESTALE if `path`
   // now names another inode than `ino`).
   Result<bool> releaseAllocation(const std::string& path, uint64_t ino);
   // Whether prepareOpen() allocated missing ranges of `path` that releaseAllocation() has
@@ -252,6 +254,12 @@ class Hydrator {
   void wakeSync();
   // Drops parked requests whose requester is gone and cancels flights no one needs.
   void sweepWaiters();
+  // releaseAllocation() of a loaded file.
+  Result<bool> releaseAllocationOf(const std::shared_ptr<FileState>& fs);
+  // Gives back the allocations of loaded files no one has open any more (their close was
+  // handled while another descriptor still held them: two close notifications handled at
+  // once each see the other's). Called by the sync thread.
+  void releaseIdleAllocations();
   std::vector<std::shared_ptr<FileState>> activeFiles();
   // fdatasync + record one file; `full` files are fsync()ed.
   Status syncFile(const std::shared_ptr<FileState>& fs);

@@ -251,6 +251,30 @@ TEST_F(HydratorTest, WithoutRangesASmallReadOfAHugeFileDoesNotFillTheCache) {
   EXPECT_EQ(cached("big", kChunk * 17, kChunk * 3 + 123), src.substr(kChunk * 17));
 }
 
+TEST_F(HydratorTest, AnAllocationNoOneUsesIsGivenBackWithoutAClose) {
+  // Two close notifications handled at once each see the other's descriptor: neither
+  // gives the space back. The sync thread does, once no one has the file open.
+  const std::string tree = tmp_.path() + "/cache/tree/big";
+  auto blocks = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(tree.c_str(), &st), 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  };
+  auto holder = cache_->openBeneath("big", O_RDONLY);  // a reader
+  ASSERT_TRUE(holder.isOk());
+  auto r = hydrator_->prepareOpen("big", treeIno("big"));
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  ASSERT_GE(blocks(), kChunk * 20);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // five sync intervals
+  EXPECT_GE(blocks(), kChunk * 20);  // still open: kept
+  holder->reset();
+  for (int i = 0; i < 500 && blocks() > kChunk; ++i) {  // bounded: 5 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LE(blocks(), kChunk);
+  EXPECT_FALSE(hydrator_->allocated("big"));
+}
+
 TEST_F(HydratorTest, TruncatedDeliveryFails) {
   remote_.setShortBy(10);
   // Not at offset 0 (which would start readahead): exactly one flight, for chunk 3.

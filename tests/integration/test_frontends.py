@@ -66,11 +66,12 @@ def test_one_cache_two_frontends(mounter, small_src, cachefs, pytestconfig):
     assert read_all(os.path.join(m.mountpoint, DEEP)) == read_all(os.path.join(src, DEEP))
     assert pread_file(os.path.join(m.mountpoint, "big.bin"), MIB, 0) == \
         pread_file(os.path.join(src, "big.bin"), MIB, 0)
-    # The first MiB came from the fanotify mount: no read waited for a fetch, and nothing
-    # present was fetched again. (A read from offset 0 is sequential: the Hydrator may read
-    # ahead beyond what is present, in the background; that is all it may fetch.)
+    # The first MiB came from the fanotify mount: nothing present was fetched again. (A
+    # read from offset 0 is sequential: the Hydrator may read ahead beyond what is present,
+    # in the background; that is all it may fetch. The kernel's own FUSE readahead may ask
+    # past the MiB read and wait for that readahead: not a fetch of present data.)
     f = m.status()["fetch"]
-    assert f["count"] == f["readahead"] and f["waits"] == 0, f
+    assert f["count"] == f["readahead"], f
 
     def fetched_only_what_was_missing():
         s = m.status()  # the index records readahead once it is durable

@@ -403,7 +403,9 @@ void Hydrator::finishFlight(const std::shared_ptr<FileState>& fs, const std::sha
     }
     if (s && published < f->last) fs->dirty = true;
     const int err = s.code();
-    if (!s && err != ECANCELED && !((err == ENOSPC || err == EDQUOT) && freedSpace) &&
+    // Only the source's failures are remembered: a full cache filesystem is the cache's
+    // state, and the next release pass may have changed it already.
+    if (!s && err != ECANCELED && err != ENOSPC && err != EDQUOT &&
         config_.failureMemory.count() > 0) {
       fs->failedFirst = published;
       fs->failedLast = f->last;

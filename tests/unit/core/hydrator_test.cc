@@ -228,6 +228,22 @@ TEST_F(HydratorTest, AFailureIsRememberedBrieflyInsteadOfAskingAgain) {
   ASSERT_TRUE(hydrator_->ensure("big", kChunk * 3 + 1, 10).isOk());
 }
 
+TEST_F(HydratorTest, AFullCacheFilesystemIsNotRemembered) {
+  // A read that failed for want of space is tried again at the next request: a release
+  // pass may have run in between (the integration test of a full cache filesystem read a
+  // released file within the memory's second and got ENOSPC).
+  failureMemory_ = std::chrono::seconds(3600);
+  reopen();
+  remote_.failNextReads(1, ENOSPC);
+  auto r = hydrator_->ensure("small", 0, 10);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), ENOSPC);
+  r = hydrator_->ensure("small", 0, 10);
+  ASSERT_TRUE(r.isOk()) << r.status().message();
+  EXPECT_EQ(cached("small", 0, 1000), patternBytes(1000, 1));
+  EXPECT_EQ(hydrator_->stats().remembered, 0u);
+}
+
 TEST_F(HydratorTest, WithoutRangesASmallReadOfAHugeFileDoesNotFillTheCache) {
   // Issue #14, item 6: from a server without range support a 1-byte read cached the rest
   // of the file: a non-root reader filled 365 MiB under a 32 MiB quota.

@@ -50,6 +50,10 @@ def pytest_addoption(parser):
                      help="frontend every mount of the suite uses (fanhsm mount --frontend)")
     parser.addoption("--fanhsm", default=os.path.join(os.path.dirname(__file__), "../../build/fanhsm"),
                      help="path of the fanhsm binary")
+    parser.addoption("--time-budget", type=int, default=0, metavar="SECONDS",
+                     help="stop the run after SECONDS (as Ctrl-C would: teardown, then the "
+                          "summary of what failed so far); 0: no limit. Set below ctest's "
+                          "TIMEOUT, which kills without a report")
 
 
 def pre_access_unsupported(path):
@@ -127,6 +131,12 @@ def pytest_sessionstart(session):
         raise KeyboardInterrupt("signal %d" % signum)
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
+    budget = session.config.getoption("--time-budget")
+    if budget > 0:
+        def over_budget(signum, frame):
+            raise KeyboardInterrupt("the run took more than --time-budget %d s" % budget)
+        signal.signal(signal.SIGALRM, over_budget)
+        signal.alarm(budget)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -283,6 +293,7 @@ class Mount:
         self.extra = list(extra)
         self.pid = None
         self.pids = set()  # every daemon this Mount started (a remount starts another)
+        self.kept_log = None
 
     def mount(self, frontend=None):
         """Mounts (again); `frontend` switches the frontend for this and later mounts."""
@@ -327,9 +338,12 @@ class Mount:
         with contextlib.suppress(OSError, TypeError):
             with open(os.path.join(self.cache, "meta", "fanhsm.log"), errors="replace") as f:
                 return "".join(f.readlines()[-n:])
-        return "(no log)"
+        # The cache may have lived on a filesystem the test has removed since: the copy
+        # cleanup() kept.
+        return "".join(self.kept_log.splitlines(True)[-n:]) if self.kept_log else "(no log)"
 
     def cleanup(self):
+        self.kept_log = self.log_tail(200)
         pid = registry_pid(self.mountpoint)
         if pid:
             self.pids.add(pid)

@@ -20,6 +20,7 @@ struct MountConfig {
   int listingTtlSeconds = 300;  // 0: listings never expire
   size_t workers = 16;
   size_t connections = 64;       // fetches running at a time (core::HydratorConfig)
+  size_t maxConnections = 0;     // ... long ones included; 0: 8 times `connections`
   // core::ListingLimits, and the largest listing body read (HTTP).
   uint64_t maxEntries = 20'000'000;
   uint64_t maxDirEntries = 1'000'000;

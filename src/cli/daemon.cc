@@ -56,6 +56,7 @@ class Daemon {
     hc.chunkSize = config_.chunkSize;
     hc.readahead = config_.readahead;
     hc.connections = config_.connections;
+    hc.maxConnections = config_.maxConnections;
     if (config_.cacheSize > 0) hc.streamToEofLimit = config_.cacheSize / 4;
     hc.readaheadThreads = std::max<size_t>(1, config_.connections / 4);
     // evictor_ is set below, before the frontend starts: no fetch can run before that.
@@ -289,6 +290,8 @@ class Daemon {
     counter("fetch_bytes_total", "Bytes fetched into the cache", d(hs.fetchedBytes));
     counter("readahead_fetches_total", "Remote reads started by readahead", d(hs.readaheadFetches));
     gauge("fetches_running", "Remote reads running now", d(hs.scheduler.running));
+    gauge("fetches_running_long", "Remote reads running for over 2 s (not counted against --connections)",
+          d(hs.scheduler.runningLong));
     gauge("fetches_queued", "Remote reads waiting for a connection, by kind", d(hs.scheduler.queuedDemand), {{"kind", "demand"}});
     gauge("fetches_queued", "Remote reads waiting for a connection, by kind", d(hs.scheduler.queuedReadahead), {{"kind", "readahead"}});
     gauge("reads_parked", "Kernel requests waiting for a fetch", d(hs.parked));
@@ -407,7 +410,10 @@ class Daemon {
                        {"files_completed", hs.filesCompleted},
                        {"running", hs.scheduler.running}, {"queued", hs.scheduler.queuedDemand},
                        {"queued_readahead", hs.scheduler.queuedReadahead},
-                       {"connections", hs.scheduler.threads}, {"parked", hs.parked},
+                       {"running_long", hs.scheduler.runningLong},
+                       {"connections", hs.scheduler.slots},
+                       {"max_connections", hs.scheduler.maxRunning},
+                       {"threads", hs.scheduler.threads}, {"parked", hs.parked},
                        {"cancelled", hs.cancelledFetches}, {"abandoned", hs.abandoned},
                        {"remembered_failures", hs.remembered}, {"preempted", hs.preempted}}}};
   }

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/hydrator.h"
 #include "remote/http/http_remote.h"
 #include "remote/localdir/localdir_remote.h"
 #include "remote/worker/worker_remote.h"
@@ -23,7 +24,8 @@ nlohmann::json workerConfig(const MountConfig& c) {
           {"max_listing_bytes", c.maxListingBytes},
           // Fetches, listings (crawl and directory opens, each with its HEADs), and room
           // for calls the daemon gave up on that have not noticed yet.
-          {"max_calls", c.connections + c.crawlParallel + c.workers + 64},
+          {"max_calls", core::HydratorConfig::fetchesAtMost(c.connections, c.maxConnections) +
+                            c.crawlParallel + c.workers + 64},
           {"watchdog_seconds", c.workerWatchdogSeconds}, {"uid", workerUid()}};
 }
 

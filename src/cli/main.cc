@@ -521,9 +521,10 @@ void printMountStatus(const nlohmann::json& j) {
                            fe["readahead"].get<uint64_t>(), fe["errors"].get<uint64_t>(),
                            fe["files_completed"].get<uint64_t>());
   if (fe.contains("running")) {
-    std::cout << fmt::format("  fetching {} of {} connections busy, {} queued ({} readahead), {} reads "
-                             "waiting; {} cancelled (reader gone)\n",
+    std::cout << fmt::format("  fetching {} of {} connections busy ({} for over 2 s; at most {}), {} queued "
+                             "({} readahead), {} reads waiting; {} cancelled (reader gone)\n",
                              fe["running"].get<uint64_t>(), fe["connections"].get<uint64_t>(),
+                             fe.value("running_long", uint64_t{0}), fe.value("max_connections", uint64_t{0}),
                              fe["queued"].get<uint64_t>() + fe["queued_readahead"].get<uint64_t>(),
                              fe["queued_readahead"].get<uint64_t>(), fe["parked"].get<uint64_t>(),
                              fe["cancelled"].get<uint64_t>());
@@ -766,6 +767,8 @@ int main(int argc, char** argv) {
   mount->add_option("--workers", config.workers, "Threads serving directory opens (which may list remotely); reads never hold a thread while they wait")->capture_default_str();
   mount->add_option("--connections", config.connections, "Fetches from the source at a time: reads waiting for a fetch go first, fairly across files; readahead uses at most a quarter")
       ->capture_default_str()->check(CLI::Range(1, 1024));
+  mount->add_option("--max-connections", config.maxConnections, "Fetches at a time, long ones included: a fetch running over 2 s (a dripping source) stops counting against --connections, so a read of another file can start beside it; 0: 8 times --connections")
+      ->capture_default_str()->check(CLI::Range(0, 8192));
   mount->add_option("--max-entries", config.maxEntries, "Names the mount may hold in all: a listing that would go past it is refused (a source serving an endless tree)")->capture_default_str();
   mount->add_option("--max-dir-entries", config.maxDirEntries, "Names one directory may have: a bigger listing is refused (the directory fails to open)")->capture_default_str();
   mount->add_option("--max-depth", config.maxDepth, "Directories deeper than this are not listed")->capture_default_str()->check(CLI::Range(1u, 4096u));

@@ -6,14 +6,21 @@
 
 namespace hsm::core {
 
-FetchScheduler::FetchScheduler(size_t threads, size_t readaheadMax, std::string name)
-    : readaheadMax_(std::max<size_t>(1, std::min(readaheadMax, threads))) {
-  threads = std::max<size_t>(1, threads);
-  threads_.reserve(threads);
-  for (size_t i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] { loop(); });
-    pthread_setname_np(threads_.back().native_handle(), name.substr(0, 15).c_str());
-  }
+FetchScheduler::FetchScheduler(size_t slots, size_t readaheadMax, std::string name,
+                               size_t maxRunning, std::chrono::milliseconds longAfter)
+    : slots_(std::max<size_t>(1, slots)),
+      readaheadMax_(std::max<size_t>(1, std::min(readaheadMax, slots_))),
+      maxRunning_(std::max(maxRunning, slots_)),
+      longAfter_(longAfter),
+      name_(name.substr(0, 15)) {
+  std::lock_guard lock(mu_);
+  threads_.reserve(slots_);
+  for (size_t i = 0; i < slots_; ++i) spawnLocked();
+}
+
+void FetchScheduler::spawnLocked() {
+  threads_.emplace_back([this] { loop(); });
+  pthread_setname_np(threads_.back().native_handle(), name_.c_str());
 }
 
 FetchScheduler::~FetchScheduler() { stop(); }
@@ -62,21 +69,38 @@ bool FetchScheduler::cancel(uint64_t id) {
 
 void FetchScheduler::stop() {
   std::list<Job> dropped;
+  std::vector<std::thread> threads;
   {
     std::lock_guard lock(mu_);
-    stopping_ = true;
+    stopping_ = true;  // no thread is started after this
     dropped.swap(queue_);
+    threads.swap(threads_);
   }
   cv_.notify_all();
   for (auto& j : dropped) j.drop();
-  for (auto& t : threads_) {
+  for (auto& t : threads) {
     if (t.joinable()) t.join();
   }
-  threads_.clear();
+}
+
+bool FetchScheduler::demandMayStartLocked(Clock::time_point now, Clock::time_point* longAt) const {
+  if (running_ < slots_) return true;
+  if (running_ >= maxRunning_) return false;
+  size_t young = 0;
+  Clock::time_point oldestYoung = Clock::time_point::max();
+  for (const auto& r : runningJobs_) {
+    if (now - r.started < longAfter_) {
+      ++young;
+      oldestYoung = std::min(oldestYoung, r.started);
+    }
+  }
+  if (young < slots_) return true;
+  if (longAt) *longAt = oldestYoung + longAfter_;
+  return false;
 }
 
 void FetchScheduler::preemptLocked() {
-  if (running_ < threads_.size()) return;  // a thread is free (or about to pick it up)
+  if (demandMayStartLocked(Clock::now(), nullptr)) return;  // it starts as soon as a thread looks
   for (auto& r : runningJobs_) {
     if (!r.readahead || !r.preempt) continue;
     auto preempt = std::move(r.preempt);
@@ -92,6 +116,10 @@ FetchSchedulerStats FetchScheduler::stats() const {
   std::lock_guard lock(mu_);
   FetchSchedulerStats s;
   s.running = running_;
+  const auto now = Clock::now();
+  for (const auto& r : runningJobs_) s.runningLong += now - r.started >= longAfter_ ? 1 : 0;
+  s.slots = slots_;
+  s.maxRunning = maxRunning_;
   s.preempted = preempted_;
   s.threads = threads_.size();
   for (const auto& j : queue_) {
@@ -100,11 +128,14 @@ FetchSchedulerStats FetchScheduler::stats() const {
   return s;
 }
 
-std::list<FetchScheduler::Job>::iterator FetchScheduler::pickLocked() {
+std::list<FetchScheduler::Job>::iterator FetchScheduler::pickLocked(Clock::time_point now,
+                                                                    Clock::time_point* wakeAt) {
   auto best = queue_.end();
   unsigned bestRunning = 0;
+  bool demandQueued = false;
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->priority != Priority::kDemand) continue;
+    demandQueued = true;
     auto r = runningPerKey_.find(it->key);
     unsigned n = r == runningPerKey_.end() ? 0 : r->second;
     if (best == queue_.end() || n < bestRunning) {
@@ -113,7 +144,11 @@ std::list<FetchScheduler::Job>::iterator FetchScheduler::pickLocked() {
       if (n == 0) break;  // the oldest job of a file with nothing running: cannot do better
     }
   }
-  if (best != queue_.end() || runningReadahead_ >= readaheadMax_) return best;
+  if (demandQueued) {
+    if (demandMayStartLocked(now, wakeAt)) return best;
+    return queue_.end();  // readahead does not go before a waiting reader
+  }
+  if (running_ >= slots_ || runningReadahead_ >= readaheadMax_) return queue_.end();
   return std::find_if(queue_.begin(), queue_.end(),
                       [](const Job& j) { return j.priority == Priority::kReadahead; });
 }
@@ -122,11 +157,16 @@ void FetchScheduler::loop() {
   std::unique_lock lock(mu_);
   while (true) {
     auto it = queue_.end();
-    cv_.wait(lock, [&] {
-      if (stopping_) return true;
-      it = pickLocked();
-      return it != queue_.end();
-    });
+    while (!stopping_) {
+      auto wakeAt = Clock::time_point::max();
+      it = pickLocked(Clock::now(), &wakeAt);
+      if (it != queue_.end()) break;
+      if (wakeAt == Clock::time_point::max()) {
+        cv_.wait(lock);
+      } else {
+        cv_.wait_until(lock, wakeAt);  // a running job becomes long: a demand job may start
+      }
+    }
     if (stopping_) return;
     Job job = std::move(*it);
     queue_.erase(it);
@@ -134,7 +174,10 @@ void FetchScheduler::loop() {
     ++running_;
     if (readahead) ++runningReadahead_;
     ++runningPerKey_[job.key];
-    auto me = runningJobs_.insert(runningJobs_.end(), {job.id, readahead, std::move(job.preempt)});
+    auto me = runningJobs_.insert(runningJobs_.end(),
+                                  {job.id, readahead, Clock::now(), std::move(job.preempt)});
+    // One thread stays free to start a job beside long ones (bounded by maxRunning_).
+    if (threads_.size() <= running_ && threads_.size() < maxRunning_) spawnLocked();
     lock.unlock();
     job.run();
     job.run = nullptr;

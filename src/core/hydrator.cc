@@ -140,7 +140,8 @@ Hydrator::Hydrator(remote::Remote& remote, cache::CacheStore& cache, HydratorCon
     : remote_(remote),
       cache_(cache),
       config_(config),
-      scheduler_(std::max<size_t>(1, config.connections), config.readaheadThreads, "fanhsm-fetch") {
+      scheduler_(std::max<size_t>(1, config.connections), config.readaheadThreads, "fanhsm-fetch",
+                 HydratorConfig::fetchesAtMost(config.connections, config.maxConnections), config.longFetch) {
   syncThread_ = std::thread([this] { syncLoop(); });
 }
 

@@ -22,8 +22,9 @@
 // - No caller's thread waits for the remote (ensureAsync): a request whose range is not
 //   present is parked (a Waiter: a table entry, not a thread) and answered by the fetch
 //   thread that completes or fails its range. Flights run on a FetchScheduler: at most
-//   `connections` at a time, demand before readahead, fair across files; a request that
-//   needs a chunk of a queued readahead flight promotes it. ensure() is the blocking form.
+//   `connections` at a time (not counting long ones, up to maxConnections), demand before
+//   readahead, fair across files; a request that needs a chunk of a queued readahead
+//   flight promotes it. ensure() is the blocking form.
 // - A parked request whose requester is gone (its `alive` check fails; checked by the sync
 //   thread every syncInterval) is dropped, and a demand flight no live request needs any
 //   more is cancelled: the Remote sees ByteSink::cancelled() and stops within about a
@@ -43,6 +44,7 @@
 // remote reads or fdatasync, and callbacks (Done) are called with none held.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -65,12 +67,20 @@
 namespace hsm::core {
 
 struct HydratorConfig {
+  // The bound on fetches running at once, long ones included (see maxConnections).
+  static size_t fetchesAtMost(size_t connections, size_t maxConnections) {
+    return maxConnections ? std::max(maxConnections, connections) : 8 * connections;
+  }
   uint64_t chunkSize = 1 << 20;
   uint64_t maxFetch = 8 << 20;
   uint64_t readahead = 32 << 20;
   // Fetches running at a time (the concurrency limit towards the source); readahead uses
-  // at most readaheadThreads of them.
+  // at most readaheadThreads of them. A fetch running longer than longFetch stops counting
+  // for reads that wait: one starts beside it, up to maxConnections in all (0: 8 times
+  // `connections`), so readers stuck on a dripping file never hold up the others.
   size_t connections = 64;
+  size_t maxConnections = 0;
+  std::chrono::milliseconds longFetch{2000};
   size_t readaheadThreads = 4;
   std::chrono::milliseconds syncInterval{200};
   // A fetch that failed (not cancelled, not for lack of space) is remembered this long:

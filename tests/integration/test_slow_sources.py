@@ -217,12 +217,12 @@ def test_stop_with_stuck_readers(mounter, workdir):
 
 
 @contextlib.contextmanager
-def eight_stuck_readers(mounter, workdir):
+def eight_stuck_readers(mounter, workdir, extra=()):
     """A mount of the slow tree with 8 readers stuck on slow/ files (stopped on exit)."""
     root = os.path.join(workdir, "www")
     data = build_tree(root, 8)
     with web_server("nginx", root, workdir, "html-slow") as url:
-        m = mounter(url)
+        m = mounter(url, extra=list(extra))
         m.wait_crawl()
         mp = m.mountpoint
         assert read_all(os.path.join(mp, "fast", "small0")) == data["fast/small0"]
@@ -230,6 +230,22 @@ def eight_stuck_readers(mounter, workdir):
         with Readers(slow, os.path.join(workdir, "readers")) as readers:
             wait_stuck(m, 8, readers)
             yield m, mp, data, slow, readers
+
+
+def test_more_stuck_readers_than_connections(mounter, workdir):
+    """Before: with --connections 2 and 8 readers stuck on a dripping file, every fetch
+    slot was held for minutes (a 1 MiB chunk at 1 KiB/s) and a cold read of a fast file
+    queued behind them. A fetch running for seconds stops holding its slot for a waiting
+    reader (up to --max-connections): the cold read is served while all 8 still wait."""
+    with eight_stuck_readers(mounter, workdir, ["--connections", "2", "--max-connections", "16"]) \
+            as (m, mp, data, slow, readers):
+        r = timed_run(["cat", os.path.join(mp, "fast", "small3")])
+        assert r is not None, "a cold read blocked > %d s behind 8 stuck readers: %s" % (
+            OP_TIMEOUT, m.status()["fetch"])
+        assert r[0] == 0 and r[1] == data["fast/small3"], r[2]
+        assert len(readers.running()) == 8
+        f = m.status()["fetch"]
+        assert f["running"] <= 16 and f["running_long"] >= 2, f
 
 
 def check_ended_with_eio(readers, paths, mp, data):

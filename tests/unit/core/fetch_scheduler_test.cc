@@ -155,5 +155,58 @@ TEST(FetchSchedulerTest, CancelDropsQueuedJobsAndStopDropsTheRest) {
   EXPECT_EQ(s.post("a", Priority::kDemand, jobs.job("late"), jobs.dropped("late")), 0u);
 }
 
+TEST(FetchSchedulerTest, ALongJobLetsAReaderOfAnotherFileStartBesideIt) {
+  // Issue #14: with every slot held by readers stuck on a dripping file, a read of a fast
+  // file waited for a slot (minutes). A job running longer than longAfter stops holding
+  // its slot for demand jobs, up to maxRunning in all.
+  Jobs jobs;
+  FetchScheduler s(1, 1, "test", 2, std::chrono::milliseconds(50));
+  s.post("slow", Priority::kDemand, jobs.job("slow"), jobs.dropped("slow"));
+  ASSERT_TRUE(jobs.waitStarted(1));
+  s.post("fast", Priority::kDemand, jobs.job("fast"), jobs.dropped("fast"));
+  ASSERT_TRUE(jobs.waitStarted(2));  // while "slow" still runs
+  EXPECT_EQ(jobs.started(), (std::vector<std::string>{"slow", "fast"}));
+  // Two run, the bound: a third waits even once both are long, until one ends.
+  s.post("third", Priority::kDemand, jobs.job("third"), jobs.dropped("third"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(jobs.started().size(), 2u);
+  EXPECT_EQ(s.stats().running, 2u);
+  EXPECT_EQ(s.stats().runningLong, 2u);
+  jobs.release("fast");
+  ASSERT_TRUE(jobs.waitStarted(3));
+  EXPECT_EQ(jobs.started()[2], "third");
+  jobs.releaseAll();
+  s.stop();
+  EXPECT_TRUE(jobs.drops().empty());
+  EXPECT_EQ(s.stats().threads, 0u);  // joined
+}
+
+TEST(FetchSchedulerTest, ReadaheadNeverRunsBesideALongJob) {
+  Jobs jobs;
+  FetchScheduler s(1, 1, "test", 4, std::chrono::milliseconds(50));
+  s.post("slow", Priority::kDemand, jobs.job("slow"), jobs.dropped("slow"));
+  ASSERT_TRUE(jobs.waitStarted(1));
+  s.post("ra", Priority::kReadahead, jobs.job("ra"), jobs.dropped("ra"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // "slow" is long by now
+  EXPECT_EQ(jobs.started().size(), 1u);
+  jobs.release("slow");
+  ASSERT_TRUE(jobs.waitStarted(2));
+  EXPECT_EQ(jobs.started()[1], "ra");
+  jobs.releaseAll();
+}
+
+TEST(FetchSchedulerTest, YoungJobsHoldTheirSlots) {
+  // Without long jobs the bound is `slots`, whatever maxRunning says.
+  Jobs jobs;
+  FetchScheduler s(2, 1, "test", 8, std::chrono::seconds(3600));
+  for (const char* n : {"a", "b", "c"}) s.post(n, Priority::kDemand, jobs.job(n), jobs.dropped(n));
+  ASSERT_TRUE(jobs.waitStarted(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(jobs.started().size(), 2u);
+  jobs.release("a");
+  ASSERT_TRUE(jobs.waitStarted(3));
+  jobs.releaseAll();
+}
+
 }  // namespace
 }  // namespace hsm::core

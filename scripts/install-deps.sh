@@ -10,6 +10,7 @@ packages=(
   # libraries
   libsqlite3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libcurl4-openssl-dev
   libgumbo-dev libfuse3-dev fuse3 libxxhash-dev prometheus-cpp-dev
+  xfslibs-dev  # xfs_fs.h: invisible writes on an xfs cache (XFS_IOC_OPEN_BY_HANDLE)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pytest
   e2fsprogs xfsprogs btrfs-progs util-linux attr curl fio psmisc procps bc

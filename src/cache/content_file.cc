@@ -2,9 +2,13 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <xfs/xfs.h>
 
 #include <cstring>
 #include <ctime>
@@ -36,6 +40,36 @@ void setStateAttr(int fd, State state, const std::string& path) {
   if (::fsetxattr(fd, kStateXattr, v, std::strlen(v), 0) != 0 && errno != ENOTSUP) {
     log::warn("setting {} on '{}': {}", kStateXattr, path, std::strerror(errno));
   }
+}
+
+// On xfs, a descriptor opened by handle (XFS_IOC_OPEN_BY_HANDLE, the DMAPI-era interface
+// made for HSMs) writes, allocates and punches without moving the file's mtime or ctime
+// ("invisible I/O"): a reader's stat() before and after its first read agree. Elsewhere,
+// or if the kernel refuses, an empty descriptor (measured: nothing on ext4 or btrfs does
+// this, docs/SEMANTICS.md, "Archives").
+UniqueFd invisibleWriter(int fd, int dirFd) {
+  struct statfs sf {};
+  if (::fstatfs(fd, &sf) != 0 || sf.f_type != XFS_SUPER_MAGIC) return {};
+  char handle[128];
+  __u32 handleLen = sizeof handle;
+  xfs_fsop_handlereq_t req{};
+  req.fd = static_cast<__u32>(fd);
+  req.ohandle = handle;
+  req.ohandlen = &handleLen;
+  if (::ioctl(fd, XFS_IOC_FD_TO_HANDLE, &req) != 0) return {};
+  xfs_fsop_handlereq_t open{};
+  open.ihandle = handle;
+  open.ihandlen = handleLen;
+  open.oflags = O_RDWR;
+  // The ioctl wants a directory of the filesystem opened for real (the tree's is O_PATH).
+  UniqueFd dir(::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return {};
+  const int h = ::ioctl(dir.get(), XFS_IOC_OPEN_BY_HANDLE, &open);
+  if (h < 0) return {};
+  // The kernel opens it without close-on-exec; the worker's spawn closes every descriptor
+  // above its own before exec in any case (close_range).
+  ::fcntl(h, F_SETFD, FD_CLOEXEC);
+  return UniqueFd(h);
 }
 
 bool allZero(const char* p, size_t n) {
@@ -111,7 +145,12 @@ Result<std::unique_ptr<ContentFile>> ContentFile::load(CacheStore& cache, const 
     cf->size_ = r.size;
     cf->mtimeNs_ = r.mtimeNs;
     cf->recorded_ = map ? *map : ChunkMap(r.size, chunkSize);
-    cf->fd_ = std::move(*fd);
+    if (UniqueFd invisible = invisibleWriter(fd->get(), cache.treeFd())) {
+      cf->fd_ = std::move(invisible);
+      cf->invisible_ = true;
+    } else {
+      cf->fd_ = std::move(*fd);
+    }
     cf->reclaimUnrecorded(static_cast<uint64_t>(st.st_blocks) * 512, chunkSize);
     return cf;
   }
@@ -157,7 +196,9 @@ Status ContentFile::write(uint64_t offset, const char* data, size_t length) cons
   return Status::ok();
 }
 
-void ContentFile::restoreTimes() const { restoreTimesOf(fd_.get(), mtimeNs_, path_); }
+void ContentFile::restoreTimes() const {
+  if (!invisible_) restoreTimesOf(fd_.get(), mtimeNs_, path_);
+}
 
 Status ContentFile::commit(const ChunkMap& present, bool* syncFailed) {
   const bool full = present.full();
@@ -176,8 +217,31 @@ Status ContentFile::commit(const ChunkMap& present, bool* syncFailed) {
   if (io_.crashAt && io_.crashAt("record")) return Status::error(ECANCELED, "crashed before record");
   HSM_RETURN_IF_ERROR(cache_.db().recordContent({u}));
   if (io_.crashAt && io_.crashAt("attribute")) return Status::error(ECANCELED, "crashed before attribute");
-  setStateAttr(fd_.get(), u.state, path_);
+  {
+    std::lock_guard lock(stateMu_);
+    pendingState_ = static_cast<int>(u.state);
+  }
   return Status::ok();
+}
+
+ContentFile::~ContentFile() {
+  if (fd_) settleState(true);
+}
+
+bool ContentFile::settleState(bool force) {
+  std::lock_guard lock(stateMu_);
+  if (pendingState_ < 0) return true;
+  const bool leased = !force && tryLease();
+  if (!force && !leased) return false;  // open: a reader may compare ctime before and after
+  setStateAttr(fd_.get(), static_cast<State>(pendingState_), path_);
+  if (leased) unlease();
+  pendingState_ = -1;
+  return true;
+}
+
+bool ContentFile::statePending() const {
+  std::lock_guard lock(stateMu_);
+  return pendingState_ >= 0;
 }
 
 Status ContentFile::allocate(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const {

@@ -13,16 +13,27 @@
 //   threads at once for disjoint ranges.
 // - commit(present) makes the chunks of `present` durable, then records them, in that
 //   order: fdatasync (fsync once complete), then MetaDb::recordContent guarded by version
-//   and inode, then the state attribute. If the sync fails nothing is recorded and the
+//   and inode, then the state attribute is due (settleState()). If the sync fails nothing is recorded and the
 //   error is returned: the kernel reports a writeback error once per file, so a later sync
 //   would "succeed" over lost pages. The caller must then treat every chunk it had not
 //   recorded before as missing (fetch and write it again); `syncFailed` says so. If only
 //   the record fails, the bytes are durable and may be recorded by a later commit(). Calls
 //   of one file's commit() must not overlap.
+// - The state attribute is written only while no one has the file open (a write lease
+//   tells): setting it moves the inode's ctime, and archive tools compare the ctime from
+//   before reading a file with the one after (GNU tar: "file changed as we read it").
+//   Otherwise it stays pending (statePending()) until settleState() finds the file
+//   closed, or the file is forgotten (settleState(true), the destructor). A pending
+//   attribute lags the index, never leads it: it may say "partial" for a complete file,
+//   never "full" for one that is not. settleState() takes and drops the
+//   lease: its caller keeps it from overlapping its other lease holders (tryLease()).
 // - allocate() and punch() add and remove unwritten extents over byte ranges that hold
 //   no data (missing chunks): copy tools then do not take the file for sparse
 //   (docs/SEMANTICS.md, 10). Both give the file the remote's mtime back.
 // - Releasing content (lease, durable empty record, punch) is releaseContent() below.
+// - On xfs the descriptor is opened by handle: writes, allocations and punches through it
+//   move neither mtime nor ctime (invisible()), so a reader sees the same stat() before and
+//   after the first read of a file; the state attribute still moves ctime (see above).
 // - Every file system call goes through CacheIo, so tests can make any of them fail.
 #pragma once
 
@@ -31,6 +42,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -55,6 +67,7 @@ class ContentFile {
  public:
   static Result<std::unique_ptr<ContentFile>> load(CacheStore& cache, const std::string& path,
                                                    uint64_t chunkSize, CacheIo io = {});
+  ~ContentFile();  // a pending state attribute is written (settleState(true))
   ContentFile(const ContentFile&) = delete;
   ContentFile& operator=(const ContentFile&) = delete;
 
@@ -67,11 +80,18 @@ class ContentFile {
   const ChunkMap& recorded() const { return recorded_; }
 
   Status write(uint64_t offset, const char* data, size_t length) const;
-  // Gives the file the remote's mtime (and atime) again after writes moved it.
+  // Gives the file the remote's mtime (and atime) again after writes moved it (nothing
+  // to do on xfs, where writes through our descriptor move no time: invisible()).
   void restoreTimes() const;
+  bool invisible() const { return invisible_; }
   // `syncFailed` tells a failed sync (the caller must refetch what it had not recorded)
   // from a failed record (the bytes are durable: record them again later).
   Status commit(const ChunkMap& present, bool* syncFailed);
+  // Writes a pending state attribute if no one has the file open now (or, with `force`,
+  // in any case: the file is being forgotten or replaced); true if none is pending
+  // afterwards.
+  bool settleState(bool force = false);
+  bool statePending() const;
   Status allocate(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const;
   Status punch(const std::vector<std::pair<uint64_t, uint64_t>>& ranges) const;
   // A write lease on this file's descriptor: granted only if no other open file of the
@@ -95,6 +115,9 @@ class ContentFile {
   int64_t mtimeNs_ = 0;
   ChunkMap recorded_;
   UniqueFd fd_;  // read-write, on the cache's private path
+  bool invisible_ = false;  // fd_ moves neither mtime nor ctime (xfs, opened by handle)
+  mutable std::mutex stateMu_;  // leaf: pendingState_, and writing the attribute
+  int pendingState_ = -1;       // a State not yet on the attribute, or -1
 };
 
 // The `[offset, end)` byte ranges of the chunks in [0, chunkCount) for which `pick(chunk)`

@@ -353,8 +353,10 @@ void Hydrator::runFlight(const std::shared_ptr<FileState>& fs, const std::shared
                                        sink.next() - begin, end - begin, fs->path, begin));
   }
   if (!s && f->cancel) s = Status::error(ECANCELED, "fetch cancelled");
-  // Writing moved the cache file's mtime; the view must show the remote's.
-  if (published > f->first) fs->content->restoreTimes();
+  // Bytes written after the last publish (a failed or cancelled flight) moved the cache
+  // file's mtime: the view must show the remote's. Not otherwise: each restore moves ctime,
+  // and a reader let in at the last publish may compare it (GNU tar).
+  if (sink.next() > std::min(end, fs->present.chunkBegin(published))) fs->content->restoreTimes();
   fetchLatency_.record(std::chrono::steady_clock::now() - started);
   bool freedSpace = false;
   if (s) {
@@ -695,6 +697,20 @@ void Hydrator::releaseIdleAllocations() {
   }
 }
 
+void Hydrator::settleStates() {
+  std::vector<std::shared_ptr<FileState>> pending;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [path, fs] : files_) {
+      if (fs->content->statePending()) pending.push_back(fs);
+    }
+  }
+  for (const auto& fs : pending) {
+    std::lock_guard lock(fs->mu);  // no other lease holder meanwhile
+    fs->content->settleState();
+  }
+}
+
 void Hydrator::sweepWaiters() {
   std::vector<Completion> out;
   std::vector<uint64_t> queued;
@@ -758,6 +774,7 @@ Status Hydrator::syncFile(const std::shared_ptr<FileState>& fs) {
     return s;
   }
   fs->durable = snapshot;
+  fs->content->settleState();  // under fs->mu: no other lease holder meanwhile
   if (full && !fs->fullDurable) {
     fs->fullDurable = true;
     filesCompleted_++;
@@ -797,6 +814,7 @@ void Hydrator::syncLoop() {
     if (!s) log::warn("recording cache state: {}", s.message());
     sweepWaiters();
     releaseIdleAllocations();
+    settleStates();
     // Forget idle, fully recorded files: complete ones at once (they raise no events while
     // their ignore mark lasts, and a loaded file's open descriptor would pin its inode, and
     // with it the mark, against reclaim), partial ones beyond a bound. The index has their
@@ -807,8 +825,9 @@ void Hydrator::syncLoop() {
       bool forget = false;
       if (fs.use_count() == 1) {
         std::lock_guard fl(fs->mu);
+        // A file whose state attribute waits for its last close stays (up to the bound).
         forget = !fs->dirty && fs->flights.empty() && fs->waiters.empty() &&
-                 (fs->fullDurable || files_.size() > kKeepLoaded);
+                 ((fs->fullDurable && !fs->content->statePending()) || files_.size() > kKeepLoaded);
       }
       it = forget ? files_.erase(it) : std::next(it);
     }
@@ -927,8 +946,26 @@ void Hydrator::forget(const std::string& path) {
   const std::string below = path + "/";
   for (auto it = files_.begin(); it != files_.end();) {
     bool match = it->first == path || it->first.compare(0, below.size(), below) == 0;
+    if (match) {
+      // A reader may hold the replaced inode: a complete one reads whole if its attribute
+      // says so (completeReplaced() covers the moment before this).
+      std::lock_guard fl(it->second->mu);
+      it->second->content->settleState(/*force=*/true);
+    }
     it = match ? files_.erase(it) : std::next(it);
   }
+}
+
+bool Hydrator::completeReplaced(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  for (auto& [path, fs] : files_) {
+    std::lock_guard fl(fs->mu);
+    if (fs->content->ino() != ino) continue;
+    if (!fs->fullDurable) return false;
+    fs->content->settleState(/*force=*/true);
+    return true;
+  }
+  return false;
 }
 
 HydratorStats Hydrator::stats() const {

@@ -208,8 +208,13 @@ class Hydrator {
 
   // Forgets what is loaded for `path` and everything below it (the remote changed or
   // removed it): the next request loads the index's new state. Fetches still running for
-  // the old version finish into the old inode.
+  // the old version finish into the old inode. A state attribute still pending is written.
   void forget(const std::string& path);
+  // A reader of `ino`, an inode a listing has just replaced (nlink 0) whose state attribute
+  // does not say "full": true if it is a loaded file known complete and durable (its
+  // attribute waited for the last close; it is written now). Covers the moment between
+  // the replacing rename and forget().
+  bool completeReplaced(uint64_t ino);
   HydratorStats stats() const;
 
   // Records everything written so far (fdatasync + index). Used on stop and by tests.
@@ -270,6 +275,9 @@ class Hydrator {
   // handled while another descriptor still held them: two close notifications handled at
   // once each see the other's). Called by the sync thread.
   void releaseIdleAllocations();
+  // Writes the state attributes that waited for their files' last close
+  // (cache::ContentFile::settleState). Called by the sync thread.
+  void settleStates();
   std::vector<std::shared_ptr<FileState>> activeFiles();
   // fdatasync + record one file; `full` files are fsync()ed.
   Status syncFile(const std::shared_ptr<FileState>& fs);

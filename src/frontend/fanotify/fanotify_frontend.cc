@@ -346,7 +346,8 @@ void FanotifyFrontend::handleContent(const std::shared_ptr<PermissionEvent>& evp
       return;
     }
     const bool replaced = st.st_nlink == 0;
-    if (replaced && cache::inodeComplete(ev.fd())) {
+    if (replaced && (cache::inodeComplete(ev.fd()) ||
+                     hydrator_.completeReplaced(static_cast<uint64_t>(st.st_ino)))) {
       addIgnoreMark(contentGroup_.get(), ev.fd(), FAN_PRE_ACCESS);
       ev.allow();
       return;

@@ -546,6 +546,10 @@ Status FuseFrontend::statPath(const std::string& path, struct stat* st) const {
     // reads as the source's: it must not look sparse, or `tar --sparse` (st_blocks 0:
     // "all holes") and `cp` skip what they believe are holes. Blocks as if present.
     st->st_blocks = std::max<blkcnt_t>(st->st_blocks, (st->st_size + 511) / 512);
+    // Filling the cache file moves its ctime, which the source's file never saw: archive
+    // tools compare ctime before and after reading ("file changed as we read it"). The
+    // file last changed when its content did, at the source: ctime is the source's mtime.
+    st->st_ctim = st->st_mtim;
   }
   return Status::ok();
 }
@@ -666,7 +670,9 @@ void FuseFrontend::read(FuseRequest& req, uint64_t ino, size_t size, int64_t off
   // The inode this handle reads: the Hydrator refuses (ESTALE) if the name now refers to
   // another one (the remote changed the file), instead of filling that one while this
   // handle reads the old. A replaced inode that is complete reads as its version, whole.
-  const bool replacedComplete = st.st_nlink == 0 && cache::inodeComplete(fd);
+  const bool replacedComplete =
+      st.st_nlink == 0 && (cache::inodeComplete(fd) ||
+                           hydrator_.completeReplaced(static_cast<uint64_t>(st.st_ino)));
   auto ready = replacedComplete
                    ? Result<bool>(true)
                    : hydrator_.ensure(*path, offset, size, static_cast<uint64_t>(st.st_ino));

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <random>
@@ -208,6 +209,38 @@ TEST_F(ContentFileTest, CrashBetweenReleaseStepsKeepsTheInvariant) {
   EXPECT_EQ(r->files, 1u);
   EXPECT_EQ(recordedBytes(), 0u);
   expectRecordedChunksHoldSourceBytes();
+}
+
+TEST_F(ContentFileTest, TheStateAttributeWaitsForTheLastClose) {
+  // Issue #20: setting the attribute moves ctime, and GNU tar compares the ctime from
+  // before reading a file with the one after ("file changed as we read it").
+  auto cf = load();
+  for (uint64_t c = 0; c < 6; ++c) ASSERT_TRUE(writeChunk(*cf, c).isOk());
+  ChunkMap present(source_.size(), kChunk);
+  for (uint64_t c = 0; c < 6; ++c) present.set(c);
+  auto reader = cache_->openBeneath("f", O_RDONLY);
+  ASSERT_TRUE(reader.isOk());
+  struct stat before {};
+  ASSERT_EQ(::fstat(reader->get(), &before), 0);
+  bool syncFailed = false;
+  ASSERT_TRUE(cf->commit(present, &syncFailed).isOk());
+  EXPECT_EQ(recordedBytes(), source_.size());  // the index has it at once
+  EXPECT_FALSE(cf->settleState());              // a reader has the file open
+  EXPECT_TRUE(cf->statePending());
+  struct stat during {};
+  ASSERT_EQ(::fstat(reader->get(), &during), 0);
+  EXPECT_EQ(during.st_ctim.tv_sec, before.st_ctim.tv_sec);
+  EXPECT_EQ(during.st_ctim.tv_nsec, before.st_ctim.tv_nsec);
+  char v[16] = {};
+  EXPECT_NE(std::string(v, std::max<ssize_t>(0, ::fgetxattr(reader->get(), kStateXattr, v, sizeof v))),
+            "full");
+  reader = UniqueFd();
+  EXPECT_TRUE(cf->settleState());
+  EXPECT_FALSE(cf->statePending());
+  auto again = cache_->openBeneath("f", O_RDONLY);
+  ASSERT_TRUE(again.isOk());
+  const ssize_t n = ::fgetxattr(again->get(), kStateXattr, v, sizeof v);
+  EXPECT_EQ(std::string(v, std::max<ssize_t>(0, n)), "full");
 }
 
 TEST_F(ContentFileTest, ReleaseOfAFileInUseIsBusy) {

@@ -703,18 +703,40 @@ int doCacheJob(const std::string& op, const std::vector<std::string>& paths, boo
   return rc;
 }
 
-uint64_t parseSize(const std::string& s) {
-  size_t pos = 0;
-  uint64_t v = std::stoull(s, &pos);
-  std::string suf = s.substr(pos);
-  if (suf.empty()) return v;
-  switch (std::toupper(static_cast<unsigned char>(suf[0]))) {
-    case 'K': return v << 10;
-    case 'M': return v << 20;
-    case 'G': return v << 30;
-    case 'T': return v << 40;
-    default: throw CLI::ValidationError("size", "bad suffix in '" + s + "' (use K, M, G or T)");
+// A size: digits, then nothing (bytes) or K, M, G or T (powers of 1024; "KiB", "MB" and
+// the like read the same). Anything else, a sign, or a value past 2^64 is refused, naming
+// `option`.
+uint64_t parseSize(const std::string& s, const std::string& option) {
+  auto bad = [&](const std::string& why) {
+    return CLI::ValidationError(option, fmt::format("'{}': {}", s, why));
+  };
+  size_t digits = 0;
+  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
+  if (digits == 0) throw bad("not a size (digits, then K, M, G or T)");
+  errno = 0;
+  const unsigned long long v = std::strtoull(s.substr(0, digits).c_str(), nullptr, 10);
+  if (errno == ERANGE) throw bad("too large");
+  std::string suffix = s.substr(digits);
+  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  unsigned shift = 0;
+  if (!suffix.empty()) {
+    const std::string unit = suffix.substr(0, 1);
+    const std::string rest = suffix.substr(1);
+    if (rest != "" && rest != "B" && rest != "IB") throw bad("bad suffix (use K, M, G or T)");
+    if (unit == "K") {
+      shift = 10;
+    } else if (unit == "M") {
+      shift = 20;
+    } else if (unit == "G") {
+      shift = 30;
+    } else if (unit == "T") {
+      shift = 40;
+    } else if (unit != "B" || rest != "") {
+      throw bad("bad suffix (use K, M, G or T)");
+    }
   }
+  if (shift > 0 && v > (UINT64_MAX >> shift)) throw bad("too large");
+  return static_cast<uint64_t>(v) << shift;
 }
 
 // A user (`user` true) or group, by name or number.
@@ -751,6 +773,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", kVersion);
   app.require_subcommand(1);
   app.footer("Run 'fanhsm COMMAND --help' for the options of a command.");
+  // Command-line mistakes read like every other error of fanhsm: prefixed, one line.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return fmt::format("fanhsm: {}\nRun with --help for more information.\n", e.what());
+  });
 
   MountConfig config;
   std::string sourceArg, mpArg, cacheArg, chunkArg = "1M", readaheadArg = "32M";
@@ -763,18 +789,18 @@ int main(int argc, char** argv) {
   mount->add_flag("--foreground,-f", config.foreground, "Stay in the foreground and log to stderr");
   mount->add_option("--chunk-size", chunkArg, "Fetch granularity for a new cache (K/M suffix)")->capture_default_str();
   mount->add_option("--readahead", readaheadArg, "Readahead window for sequential readers")->capture_default_str();
-  mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str();
-  mount->add_option("--workers", config.workers, "Threads serving directory opens (which may list remotely); reads never hold a thread while they wait")->capture_default_str();
+  mount->add_option("--crawl-parallel", config.crawlParallel, "Directories listed in parallel by the background crawl (0: list only directories that are opened)")->capture_default_str()->check(CLI::Range(0, 256));
+  mount->add_option("--workers", config.workers, "Threads serving directory opens (which may list remotely); reads never hold a thread while they wait")->capture_default_str()->check(CLI::Range(1, 1024));
   mount->add_option("--connections", config.connections, "Fetches from the source at a time: reads waiting for a fetch go first, fairly across files; readahead uses at most a quarter")
       ->capture_default_str()->check(CLI::Range(1, 1024));
   mount->add_option("--max-connections", config.maxConnections, "Fetches at a time, long ones included: a fetch running over 2 s (a dripping source) stops counting against --connections, so a read of another file can start beside it; 0: 8 times --connections")
       ->capture_default_str()->check(CLI::Range(0, 8192));
-  mount->add_option("--max-entries", config.maxEntries, "Names the mount may hold in all: a listing that would go past it is refused (a source serving an endless tree)")->capture_default_str();
-  mount->add_option("--max-dir-entries", config.maxDirEntries, "Names one directory may have: a bigger listing is refused (the directory fails to open)")->capture_default_str();
+  mount->add_option("--max-entries", config.maxEntries, "Names the mount may hold in all: a listing that would go past it is refused (a source serving an endless tree)")->capture_default_str()->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
+  mount->add_option("--max-dir-entries", config.maxDirEntries, "Names one directory may have: a bigger listing is refused (the directory fails to open)")->capture_default_str()->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
   mount->add_option("--max-depth", config.maxDepth, "Directories deeper than this are not listed")->capture_default_str()->check(CLI::Range(1u, 4096u));
   std::string maxListingArg = "64M";
   mount->add_option("--max-listing-size", maxListingArg, "HTTP: largest listing page read (K/M/G suffix); a bigger one fails to list")->capture_default_str();
-  mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str();
+  mount->add_option("--listing-ttl", config.listingTtlSeconds, "Seconds after which an opened directory is listed again (0: never)")->capture_default_str()->check(CLI::Range(0, 315360000));
   std::string cacheSizeArg;
   mount->add_option("--cache-size", cacheSizeArg, "Quota on cached content (K/M/G/T suffix); least recently used, unpinned content is released beyond it (default: no quota)");
   mount->add_option("--cache-high", config.cacheHigh, "Eviction starts when content passes this fraction of --cache-size")->capture_default_str()->check(CLI::Range(0.05, 1.0));
@@ -793,7 +819,7 @@ int main(int argc, char** argv) {
   mount->add_option("--credentials", credentialsArg, "HTTP: basic auth from FILE, whose first line is USER:PASSWORD (mode 0600, yours)");
   mount->add_flag("--netrc", config.netrc, "HTTP: take credentials from ~/.netrc (or $NETRC), read by this command: the network-facing worker gets no right to read files. Also: FANHSM_CREDENTIALS=USER:PASSWORD in the environment");
   mount->add_option("--header,-H", config.headers, "HTTP: extra request header 'Name: value' (repeatable)");
-  mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds a transfer may stay below --min-speed before it fails (EIO)")->capture_default_str();
+  mount->add_option("--timeout", config.timeoutSeconds, "HTTP: seconds a transfer may stay below --min-speed before it fails (EIO)")->capture_default_str()->check(CLI::Range(1, 86400));
   std::string minSpeedArg = "1K";
   mount->add_option("--min-speed", minSpeedArg, "HTTP: slowest transfer accepted, bytes per second (K/M suffix)")->capture_default_str();
   mount->add_option("--request-timeout", config.requestTimeoutSeconds, "HTTP: seconds one request may take in all (a listing, or one fetch of at most a few MiB) before it fails (EIO); 0: no limit")
@@ -803,7 +829,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"same-origin", "any"}))->capture_default_str();
   mount->add_option("--worker-watchdog", config.workerWatchdogSeconds, "Seconds the fetch worker may send nothing while reads wait for it before it is replaced (stopped or wedged)")
       ->capture_default_str()->check(CLI::Range(1, 86400));
-  mount->add_option("--retries", config.retries, "HTTP: retries of a failed request (with backoff) before EIO")->capture_default_str();
+  mount->add_option("--retries", config.retries, "HTTP: retries of a failed request (with backoff) before EIO")->capture_default_str()->check(CLI::Range(0, 100));
 
   std::string umountArg;
   bool lazy = false;
@@ -845,7 +871,7 @@ int main(int argc, char** argv) {
       if (config.user.empty()) config.user = env;
       ::unsetenv("FANHSM_CREDENTIALS");
     }
-    if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg);
+    if (!cacheSizeArg.empty()) config.cacheSize = parseSize(cacheSizeArg, "--cache-size");
     if (!metricsArg.empty()) {
       auto addr = parseMetricsAddress(metricsArg);
       if (!addr) throw CLI::ValidationError("--metrics", addr.status().message());
@@ -859,15 +885,17 @@ int main(int argc, char** argv) {
     if (!gidArg.empty()) config.gid = parseId(gidArg, false);
     if (!fileModeArg.empty()) config.fileMode = parseMode(fileModeArg, "--file-mode");
     if (!dirModeArg.empty()) config.dirMode = parseMode(dirModeArg, "--dir-mode");
-    config.chunkSize = parseSize(chunkArg);
-    config.minSpeed = parseSize(minSpeedArg);
-    config.maxListingBytes = parseSize(maxListingArg);
-    config.readahead = parseSize(readaheadArg);
+    config.chunkSize = parseSize(chunkArg, "--chunk-size");
+    config.minSpeed = parseSize(minSpeedArg, "--min-speed");
+    config.maxListingBytes = parseSize(maxListingArg, "--max-listing-size");
+    config.readahead = parseSize(readaheadArg, "--readahead");
     if (config.chunkSize < 4096 || config.chunkSize > (64u << 20) || (config.chunkSize & 4095) != 0) {
       throw CLI::ValidationError("--chunk-size", "must be a multiple of 4K between 4K and 64M");
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every error on the command line exits 2 (README,
+    // "Exit status"), whatever CLI11's own code for its kind.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const std::exception& e) {
     std::cerr << "fanhsm: " << e.what() << "\n";
     return 2;

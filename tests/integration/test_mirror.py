@@ -754,6 +754,30 @@ def test_refusals_have_clear_messages(fanhsm, mounter, workdir, src, cachefs, ru
     assert len(os.listdir(run_dir)) <= 2  # only the one live mount's record (and socket)
 
 
+@pytest.mark.parametrize("args,option", [
+    (["--cache-size", "-1"], "--cache-size"),        # before: 2^64-1, no quota
+    (["--cache-size", "5Gxyz"], "--cache-size"),     # before: accepted as 5G
+    (["--cache-size", "99999999999T"], "--cache-size"),
+    (["--workers", "0"], "--workers"),               # before: every directory open hung
+    (["--retries", "-1"], "--retries"),              # before: "Result constructed from ok Status"
+    (["--crawl-parallel", "100000"], "--crawl-parallel"),  # before: the daemon crashed
+    (["--listing-ttl", "-5"], "--listing-ttl"),
+    (["--min-speed", "-1"], "--min-speed"),
+    (["--timeout", "0"], "--timeout"),
+    (["--readahead", "1Q"], "--readahead"),
+    (["--no-such-option"], "--no-such-option"),
+])
+def test_bad_option_values_are_refused(fanhsm, workdir, src, cachefs, run_dir, args, option):
+    """Issue #16: every value is checked before anything starts; the error names the
+    option, and the exit status of a command-line mistake is 2."""
+    mp = os.path.join(workdir, "mp")
+    os.mkdir(mp)
+    cache = os.path.join(cachefs, os.path.basename(workdir), "cache")
+    r = fanhsm_fails(fanhsm, ["mount", "--cache", cache] + args + [src, mp], option)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert not os.path.ismount(mp) and os.listdir(run_dir) == []
+
+
 def test_umount_while_busy_fails_then_works(mounter, src):
     m = mounter(src)
     m.wait_crawl()

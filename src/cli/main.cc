@@ -299,6 +299,40 @@ Status checkEmpty(const std::string& mountpoint) {
   return Status::ok();
 }
 
+volatile sig_atomic_t gInterrupted = 0;  // set by SIGINT/SIGTERM during a mount or a cache job
+void onInterrupt(int) { gInterrupted = 1; }
+
+void catchInterrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = onInterrupt;  // no SA_RESTART: a blocking read or poll returns at once
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Ctrl-C while `fanhsm mount` waits for its daemon's setup: the daemon is stopped instead
+// of being left running behind the user's back. Before its view is mounted it holds
+// nothing a kill could leave behind (the index is crash-safe; its worker ends with it), and
+// its setup may be waiting for a silent source: SIGKILL. Once the view is mounted, SIGTERM
+// (its orderly stop), SIGKILL after 15 s. 130, as for any command interrupted.
+int stopInterruptedMount(pid_t pid, const std::string& mountpoint) {
+  const bool mounted = isMountPoint(mountpoint);
+  ::kill(pid, mounted ? SIGTERM : SIGKILL);
+  int status = 0;
+  bool exited = false;
+  for (int i = 0; i < 150 && !exited; ++i) {
+    exited = ::waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited) ::usleep(100000);
+  }
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  std::cerr << fmt::format("fanhsm: mount on {} interrupted: its daemon (pid {}) was stopped{}\n",
+                           mountpoint, pid,
+                           exited || !mounted ? "" : " by SIGKILL; the next mount clears what it left");
+  return 130;
+}
+
 int doMount(MountConfig config, const std::string& sourceArg, const std::string& mpArg,
             const std::string& cacheArg) {
   if (config.frontend != "fanotify" && config.frontend != "fuse") {
@@ -388,9 +422,10 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     _exit(runDaemon(config, pipefd[1]));
   }
   ::close(pipefd[1]);
+  catchInterrupts();
   std::string msg;
   char buf[4096];
-  while (true) {
+  while (!gInterrupted) {
     ssize_t n = ::read(pipefd[0], buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -398,6 +433,9 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     if (msg.find('\n') != std::string::npos) break;
   }
   ::close(pipefd[0]);
+  if (gInterrupted && msg.find('\n') == std::string::npos) {
+    return stopInterruptedMount(pid, config.mountpoint);
+  }
   if (msg.rfind("OK", 0) == 0) {
     std::cout << "fanhsm: mounted " << displaySource(config.source) << " at " << config.mountpoint << " (pid "
               << pid << ", cache " << config.cacheDir << ")\n";
@@ -579,8 +617,6 @@ int doStatus(const std::vector<std::string>& paths, bool json) {
   return rc;
 }
 
-volatile sig_atomic_t gInterrupted = 0;  // set by SIGINT/SIGTERM during a cache job
-void onInterrupt(int) { gInterrupted = 1; }
 
 std::string humanDuration(double s) {
   if (s < 60) return fmt::format("{:.0f} s", s);
@@ -652,10 +688,7 @@ int doCacheJob(const std::string& op, const std::vector<std::string>& paths, boo
     }
     it->second.push_back(found->second);
   }
-  struct sigaction sa {};
-  sa.sa_handler = onInterrupt;  // no SA_RESTART: poll() returns at once
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  catchInterrupts();
   int rc = 0;
   for (const auto& [rec, rels] : groups) {
     ProgressPrinter printer(op);

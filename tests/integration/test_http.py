@@ -205,6 +205,57 @@ def test_http_server_down_at_mount_is_a_clear_error(fanhsm, cachefs, workdir, fr
     assert not os.path.ismount(mp)
 
 
+def test_ctrl_c_during_mount_stops_the_daemon(fanhsm, cachefs, workdir, frontend, run_dir):
+    """Issue #16: Ctrl-C while `fanhsm mount` waited for a source that accepts connections
+    and never answers killed the command silently and left its daemon running. Now the
+    daemon is stopped, nothing stays mounted, and the command says so (exit 130)."""
+    import signal
+    import socket
+    import subprocess
+    mp = os.path.join(workdir, "mp")
+    os.mkdir(mp)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepted by the kernel, never answered
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            [fanhsm, "mount", "--frontend", frontend, "--retries", "0", "--timeout", "30",
+             "--cache", os.path.join(cachefs, os.path.basename(workdir), "silent"),
+             "http://127.0.0.1:%d/" % silent.getsockname()[1], mp],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def children(ppid):
+            out = []
+            for p in os.listdir("/proc"):
+                if p.isdigit():
+                    try:
+                        st = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if int(st[1]) == ppid:
+                        out.append(int(p))
+            return out
+        # The daemon (a child of the command) and its fetch worker wait for the source.
+        daemons = wait_for(lambda: children(proc.pid), "the daemon to start")
+        workers = wait_for(lambda: [w for d in daemons for w in children(d)], "its worker to start")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 130, (proc.returncode, err)
+        assert "interrupted" in err and "stopped" in err, err
+        from conftest import is_fanhsm
+        wait_for(lambda: not any(is_fanhsm(p) for p in daemons + workers),
+                 "the daemon and its worker to be gone", timeout=10)
+        assert not os.path.ismount(mp)
+        assert [f for f in os.listdir(run_dir) if f.endswith(".json")] == []
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)
+        silent.close()
+
+
 def test_http_credentials_never_logged(mounter, served, workdir):
     with web_server("python", served, workdir) as url:
         secret_url = url.replace("http://", "http://alice:s3cr3t-pw@")

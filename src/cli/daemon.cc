@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "cli/cache_jobs.h"
 #include "cli/control.h"
 #include "cli/metrics.h"
+#include "cli/mount_watch.h"
 #include "cli/registry.h"
 #include "core/evictor.h"
 #include "core/hydrator.h"
@@ -82,6 +84,11 @@ class Daemon {
     }
     HSM_RETURN_IF_ERROR(frontend_->start());
     evictor_->start();
+    if (auto w = MountWatch::open(config_.mountpoint)) {
+      watch_.emplace(std::move(*w));
+    } else {
+      log::warn("a plain umount of the view will not stop this daemon: {}", w.status().message());
+    }
 
     HSM_RETURN_IF_ERROR(ensureRunDir());
     auto ctl = listenControl(socketPathFor(config_.mountpoint));
@@ -128,8 +135,9 @@ class Daemon {
   // Serves control requests and signals until stopped. Returns the exit code.
   int serve(int sigFd) {
     while (!stop_) {
-      struct pollfd fds[2] = {{sigFd, POLLIN, 0}, {control_.get(), POLLIN, 0}};
-      int n = ::poll(fds, 2, -1);
+      struct pollfd fds[3] = {{sigFd, POLLIN, 0}, {control_.get(), POLLIN, 0},
+                              {watch_ ? watch_->fd() : -1, POLLPRI, 0}};
+      int n = ::poll(fds, 3, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         log::error("poll: {}", std::strerror(errno));
@@ -151,6 +159,14 @@ class Daemon {
         }
       }
       if (fds[1].revents & POLLIN) handleConnection();
+      if ((fds[2].revents & (POLLPRI | POLLERR)) && !stop_ && watch_->gone()) {
+        // umount(8) or `umount -l` of the view, not `fanhsm umount`: stop as that would.
+        // Files still open on a lazily detached view are served first (bounded).
+        log::info("the view at {} was unmounted: stopping", config_.mountpoint);
+        frontend_->viewGone();
+        lazyDrain_ = true;
+        stop_ = true;
+      }
     }
     if (lazyDrain_) drainDetached(std::chrono::seconds(60));
     shutdown();
@@ -436,6 +452,7 @@ class Daemon {
   std::vector<Job> jobs_;  // cache jobs (fetch, release, pin, unpin); control thread only
   bool stop_ = false;
   bool lazyDrain_ = false;
+  std::optional<MountWatch> watch_;  // the view's mount, to notice umount(8)
 
   // A lazily detached view can still have open files: serve them (bounded) before the
   // fanotify groups close, so they never read unfetched ranges as zeros.

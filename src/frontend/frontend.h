@@ -51,6 +51,9 @@ class Frontend {
     return Status::ok();
   }
   virtual const char* name() const = 0;
+  // The view was unmounted by someone else (umount(8)): whatever is at the mount point now
+  // is not ours, so unmount() and stop() must not touch it. Controlling thread only.
+  virtual void viewGone() = 0;
 };
 
 }  // namespace hsm::frontend

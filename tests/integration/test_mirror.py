@@ -778,6 +778,41 @@ def test_bad_option_values_are_refused(fanhsm, workdir, src, cachefs, run_dir, a
     assert not os.path.ismount(mp) and os.listdir(run_dir) == []
 
 
+def test_plain_umount_stops_the_daemon(mounter, src, fanhsm, run_dir):
+    """Issue #16: umount(8) of the view left the daemon running, and a later `fanhsm
+    umount` failed with EINVAL. The daemon now notices (its mount's unique id is gone from
+    the namespace) and stops as `fanhsm umount` would: its record goes, and the mount
+    point is free for the next mount."""
+    m = mounter(src)
+    m.wait_crawl()
+    name = os.path.join("names", "with space.txt")
+    assert read_all(os.path.join(m.mountpoint, name)) == read_all(os.path.join(src, name))
+    pid = m.pid
+    run(["umount", m.mountpoint])
+    wait_for(lambda: not is_fanhsm(pid), "the daemon to stop after umount(8)")
+    assert not os.path.ismount(m.mountpoint)
+    assert [f for f in os.listdir(run_dir) if f.endswith(".json")] == []
+    r = m.umount()
+    assert r.returncode != 0 and "not mounted" in r.stderr, r.stderr
+    m.mount()  # the same cache and mount point again
+    assert read_all(os.path.join(m.mountpoint, name)) == read_all(os.path.join(src, name))
+
+
+def test_plain_lazy_umount_serves_open_files_then_stops(mounter, src):
+    """`umount -l` of the view with a file open: the open file still reads the source's
+    bytes from the detached view, and the daemon stops once it is closed."""
+    m = mounter(src)
+    m.wait_crawl()
+    name = os.path.join("names", "with space.txt")
+    pid = m.pid
+    with open(os.path.join(m.mountpoint, name), "rb") as f:
+        run(["umount", "-l", m.mountpoint])
+        assert not os.path.ismount(m.mountpoint)
+        assert f.read() == read_all(os.path.join(src, name))
+        assert is_fanhsm(pid)  # still serving the open file
+    wait_for(lambda: not is_fanhsm(pid), "the daemon to stop once the file is closed")
+
+
 def test_umount_while_busy_fails_then_works(mounter, src):
     m = mounter(src)
     m.wait_crawl()

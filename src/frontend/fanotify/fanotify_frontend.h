@@ -80,6 +80,11 @@ class FanotifyFrontend final : public Frontend {
   Status beforeRelease(int fd) override;
   FrontendStats stats() const override;
   const char* name() const override { return "fanotify"; }
+  // Unmounted by someone else: if lazily, files may still be open on the detached view.
+  void viewGone() override {
+    mounted_ = false;
+    detached_ = true;
+  }
 
  private:
   Status createGroups();

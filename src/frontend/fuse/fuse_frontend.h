@@ -113,6 +113,7 @@ class FuseFrontend final : public Frontend {
   bool waitUntilUnused(std::chrono::seconds limit) override;
   FrontendStats stats() const override;
   const char* name() const override { return "fuse"; }
+  void viewGone() override { mounted_ = false; }
 
   // Queues a notification that the kernel must drop what it caches of `path` (its entry in
   // the parent directory, the attributes of the inode it names). Thread-safe and never

@@ -299,6 +299,39 @@ Status checkEmpty(const std::string& mountpoint) {
   return Status::ok();
 }
 
+// `fanhsm list`: the registry's mounts, each checked (daemon alive, view mounted).
+int doList(bool json) {
+  auto records = allRecords();
+  std::sort(records.begin(), records.end(),
+            [](const MountRecord& a, const MountRecord& b) { return a.mountpoint < b.mountpoint; });
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : records) {
+    const bool alive = processAlive(r.pid);
+    const bool mounted = isMountPoint(r.mountpoint);
+    const std::string state = alive && mounted ? "running"
+                              : alive          ? "stopping"
+                                               : "daemon gone (fanhsm umount clears it)";
+    out.push_back({{"mountpoint", r.mountpoint}, {"source", r.source}, {"frontend", r.frontend},
+                   {"cache", r.cache}, {"pid", r.pid}, {"state", state}});
+  }
+  if (json) {
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  if (out.empty()) {
+    std::cout << "no fanhsm mounts\n";
+    return 0;
+  }
+  for (const auto& m : out) {
+    std::cout << fmt::format("{}\n  source   {}\n  frontend {}, cache {}\n  daemon   pid {}, {}\n",
+                             printable(m["mountpoint"].get<std::string>()),
+                             printable(m["source"].get<std::string>()),
+                             m["frontend"].get<std::string>(), printable(m["cache"].get<std::string>()),
+                             m["pid"].get<int>(), m["state"].get<std::string>());
+  }
+  return 0;
+}
+
 volatile sig_atomic_t gInterrupted = 0;  // set by SIGINT/SIGTERM during a mount or a cache job
 void onInterrupt(int) { gInterrupted = 1; }
 
@@ -876,6 +909,10 @@ int main(int argc, char** argv) {
   status->add_option("PATH", statusPaths, "Mount point or path below it")->required();
   status->add_flag("--json", json, "One JSON object per path, for scripts");
 
+  bool listJson = false;
+  auto* list = app.add_subcommand("list", "Show every fanhsm mount of this machine: mount point, source, frontend, cache, daemon");
+  list->add_flag("--json", listJson, "A JSON array, for scripts");
+
   std::vector<std::string> jobPaths;
   bool recursive = false;
   std::vector<CLI::App*> jobs;
@@ -946,6 +983,7 @@ int main(int argc, char** argv) {
   }
   if (*umount) return doUmount(umountArg, lazy);
   if (*status) return doStatus(statusPaths, json);
+  if (*list) return doList(listJson);
   for (auto* sub : jobs) {
     if (*sub) return doCacheJob(sub->get_name(), jobPaths, recursive);
   }

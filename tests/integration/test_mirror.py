@@ -3,6 +3,7 @@
 
 Every check compares with the source tree, byte for byte, never with literals."""
 import errno
+import json
 import mmap
 import os
 import random
@@ -788,10 +789,15 @@ def test_plain_umount_stops_the_daemon(mounter, src, fanhsm, run_dir):
     name = os.path.join("names", "with space.txt")
     assert read_all(os.path.join(m.mountpoint, name)) == read_all(os.path.join(src, name))
     pid = m.pid
+    listed = json.loads(run([fanhsm, "list", "--json"]).stdout)
+    assert [(e["mountpoint"], e["pid"], e["state"], e["frontend"]) for e in listed] == \
+        [(m.mountpoint, pid, "running", m.frontend)], listed
     run(["umount", m.mountpoint])
     wait_for(lambda: not is_fanhsm(pid), "the daemon to stop after umount(8)")
     assert not os.path.ismount(m.mountpoint)
     assert [f for f in os.listdir(run_dir) if f.endswith(".json")] == []
+    assert json.loads(run([fanhsm, "list", "--json"]).stdout) == []
+    assert run([fanhsm, "list"]).stdout == "no fanhsm mounts\n"
     r = m.umount()
     assert r.returncode != 0 and "not mounted" in r.stderr, r.stderr
     m.mount()  # the same cache and mount point again

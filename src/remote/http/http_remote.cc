@@ -26,22 +26,6 @@ namespace {
 // caches on holds one; a "negative" Content-Length parses as a huge one).
 constexpr uint64_t kMaxFileSize = uint64_t{16} << 40;
 
-std::string percentEncode(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
-
 std::string httpDate(int64_t sec) {
   std::time_t t = static_cast<std::time_t>(sec);
   std::tm tm{};
@@ -296,7 +280,7 @@ std::string HttpRemote::urlFor(const std::string& path, bool isDir) const {
   while (start < path.size()) {
     size_t slash = path.find('/', start);
     if (slash == std::string::npos) slash = path.size();
-    url += percentEncode(std::string_view(path).substr(start, slash - start));
+    url += http::percentEncode(std::string_view(path).substr(start, slash - start));
     if (slash < path.size()) url.push_back('/');
     start = slash + 1;
   }

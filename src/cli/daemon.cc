@@ -20,6 +20,7 @@
 #include "cli/metrics.h"
 #include "cli/mount_watch.h"
 #include "cli/registry.h"
+#include "cli/version.h"
 #include "core/evictor.h"
 #include "core/hydrator.h"
 #include "core/namespace_populator.h"
@@ -295,6 +296,11 @@ class Daemon {
     auto es = evictor_->stats();
     auto crawl = populator_->stats();
     const auto d = [](uint64_t v) { return static_cast<double>(v); };
+    // Prometheus's info convention: constant 1, the facts in the labels.
+    gauge("build_info", "fanhsm's version (always 1)", 1, {{"version", kVersion}});
+    gauge("mount_info", "This daemon's mount (always 1)", 1,
+          {{"mountpoint", config_.mountpoint}, {"source", remote_->describe()},
+           {"frontend", frontend_->name()}, {"cache", config_.cacheDir}});
     counter("events_total", "Kernel requests served, by kind", d(fe.fileEvents), {{"kind", "content"}});
     counter("events_total", "Kernel requests served, by kind", d(fe.dirEvents), {{"kind", "dir_open"}});
     counter("events_total", "Kernel requests served, by kind", d(fe.openEvents), {{"kind", "file_open"}});

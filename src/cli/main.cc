@@ -34,6 +34,7 @@
 #include "cli/fetch_worker_main.h"
 #include "cli/metrics.h"
 #include "cli/registry.h"
+#include "cli/version.h"
 #include "frontend/fanotify/group_guard.h"
 #include "remote/http/http_remote.h"
 #include "util/log.h"
@@ -44,7 +45,6 @@
 namespace hsm::cli {
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
 
 int fail(const std::string& msg) {
   std::cerr << "fanhsm: " << printable(msg) << "\n";

@@ -358,6 +358,12 @@ def test_metrics_are_scraped_over_http(mounter, src):
     assert samples['fanhsm_fetch_duration_seconds_bucket{le="+Inf"}'] == st["fetch"]["count"]
     assert samples["fanhsm_cache_content_bytes"] == st["bytes_present"]
     assert "# TYPE fanhsm_read_wait_seconds histogram" in text
+    # Issue #16: info metrics after Prometheus's convention (constant 1, facts in labels).
+    version = run([m.fanhsm, "--version"]).stdout.split()[-1]
+    assert samples['fanhsm_build_info{version="%s"}' % version] == 1
+    info = [k for k in samples if k.startswith("fanhsm_mount_info{")]
+    assert len(info) == 1 and 'mountpoint="%s"' % m.mountpoint in info[0] and \
+        'frontend="%s"' % st["frontend"] in info[0], info
     assert samples["fanhsm_content_event_seconds_count"] == st["events"]["content"] > 0
     assert samples["fanhsm_content_event_seconds_count"] == st["latency"]["content"]["count"]
     # Issue #15, item 6: one idle connection (a client that connects and says nothing)

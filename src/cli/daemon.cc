@@ -113,6 +113,7 @@ class Daemon {
                                                   : std::min(60.0, double(config_.listingTtlSeconds));
       fc.entryTimeout = fc.attrTimeout = fc.negativeTimeout = ttl;
       fc.debug = config_.debug && config_.foreground;
+      fc.allowOther = ::geteuid() == 0;  // an ordinary user's mount is for that user alone
       auto fuse = std::make_unique<frontend::FuseFrontend>(fc, *hydrator_, *populator_, *cache_);
       // A revalidated listing that changed or removed a name: the kernel must not keep
       // serving the old entry and attributes. shutdown() stops the populator before the

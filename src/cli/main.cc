@@ -224,7 +224,14 @@ std::string defaultCacheDir(const std::string& mountpoint) {
     }
   }
   if (name.empty()) name = "root";
-  return "/var/cache/fanhsm/" + name;
+  if (::geteuid() == 0) return "/var/cache/fanhsm/" + name;
+  // An ordinary user's: $XDG_CACHE_HOME/fanhsm, or ~/.cache/fanhsm.
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && *xdg == '/') return fmt::format("{}/fanhsm/{}", xdg, name);
+  const char* home = std::getenv("HOME");
+  const struct passwd* pw = ::getpwuid(::geteuid());
+  const std::string h = home && *home == '/' ? home : pw ? pw->pw_dir : "/tmp";
+  return fmt::format("{}/.cache/fanhsm/{}", h, name);
 }
 
 std::string humanBytes(uint64_t b) {
@@ -372,10 +379,19 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     return fail(fmt::format("unknown frontend '{}': use 'fanotify' or 'fuse'", config.frontend));
   }
   if (!hasCapSysAdmin()) {
-    return fail(fmt::format("mount needs root (CAP_SYS_ADMIN): {}",
-                            config.frontend == "fuse"
-                                ? "the daemon's registry and default cache are system-wide"
-                                : "fanotify pre-content events and mounts are privileged"));
+    if (config.frontend != "fuse") {
+      return fail("--frontend fanotify needs root (CAP_SYS_ADMIN: fanotify pre-content events "
+                  "and mounts are privileged); as an ordinary user, mount with --frontend fuse");
+    }
+    // An ordinary user's FUSE mount (fusermount3), like sshfs or rclone: everything in the
+    // view is the user's, and only the user sees it (no allow_other).
+    const auto uid = static_cast<int64_t>(::geteuid());
+    const auto gid = static_cast<int64_t>(::getegid());
+    if ((config.uid >= 0 && config.uid != uid) || (config.gid >= 0 && config.gid != gid)) {
+      return fail("--uid and --gid other than your own need root");
+    }
+    config.uid = uid;
+    config.gid = gid;
   }
   if (isUrl(sourceArg)) {
     config.source = sourceArg;

@@ -53,7 +53,13 @@ std::string unescapeMountinfo(const std::string& s) {
 
 std::string runDir() {
   const char* env = std::getenv("FANHSM_RUN_DIR");
-  return env && *env ? std::string(env) : std::string("/run/fanhsm");
+  if (env && *env) return env;
+  if (::geteuid() == 0) return "/run/fanhsm";
+  // An ordinary user's mounts (FUSE): in the user's runtime directory, else a directory of
+  // the user's own in /tmp (ensureRunDir() refuses one someone else made).
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  if (xdg && *xdg == '/') return fmt::format("{}/fanhsm", xdg);
+  return fmt::format("/tmp/fanhsm-{}", ::geteuid());
 }
 
 std::string recordPathFor(const std::string& mountpoint) {
@@ -70,6 +76,12 @@ Status ensureRunDir() {
   std::string dir = runDir();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::fromErrno(errno, fmt::format("cannot create '{}'", dir));
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return Status::fromErrno(errno, dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+    return Status::error(EPERM, fmt::format("'{}' is not a directory of yours: refusing to keep "
+                                            "mount records there", dir));
   }
   if (::chmod(dir.c_str(), 0700) != 0) return Status::fromErrno(errno, dir);
   return Status::ok();

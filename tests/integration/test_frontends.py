@@ -174,3 +174,64 @@ def test_disconnected_mount_without_a_record_is_refused_with_a_hint(fanhsm, moun
     assert r.returncode == 0, r.stderr
     m.mount()
     assert snapshot(m.mountpoint) == snapshot(small_src)
+
+
+@pytest.mark.frontend_only("fuse", reason="fanotify needs root; this is the FUSE frontend's "
+                                          "unprivileged mount")
+def test_an_ordinary_user_mounts_with_fuse(fanhsm, workdir):
+    """Issue #16: `fanhsm mount --frontend fuse` as an ordinary user (like sshfs or rclone):
+    records and cache in the user's own directories, the view owned by the user and for the
+    user alone, `list`, `status` and `umount` work. Before: refused ("mount needs root").
+
+    libfuse opens /dev/fuse itself before it falls back to fusermount3: a /dev/fuse only root
+    may open (as on this test machine; Debian's udev makes it 0666) is opened up for the
+    test and its mode restored after."""
+    import json
+    import stat as st_
+    nobody = 65534
+    home = os.path.join(workdir, "home")
+    src, mp, runs = (os.path.join(home, d) for d in ("src", "mnt", "run"))
+    data = rand_bytes(300_000, 61)
+    write(os.path.join(src, "d", "f.bin"), data)
+    os.makedirs(mp)
+    os.makedirs(runs)
+    os.chmod(workdir, 0o755)
+    for dirpath, dirs, files in os.walk(home):
+        for p in [dirpath] + [os.path.join(dirpath, f) for f in files]:
+            os.chown(p, nobody, nobody)
+    env = {k: v for k, v in os.environ.items() if k != "FANHSM_RUN_DIR"}
+    env.update(HOME=home, FANHSM_RUN_DIR=runs)
+    as_user = ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody, "--clear-groups"]
+
+    def user(*cmd):
+        return subprocess.run(as_user + list(cmd), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+    fuse_mode = st_.S_IMODE(os.stat("/dev/fuse").st_mode)
+    pid = None
+    try:
+        os.chmod("/dev/fuse", 0o666)
+        r = user(fanhsm, "mount", "--frontend", "fanotify", src, mp)
+        assert r.returncode != 0 and b"--frontend fuse" in r.stderr, r.stderr
+        r = user(fanhsm, "mount", "--frontend", "fuse", src, mp)
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(user(fanhsm, "list", "--json").stdout)
+        assert [(e["mountpoint"], e["frontend"], e["state"]) for e in listed] == \
+            [(mp, "fuse", "running")], listed
+        pid = listed[0]["pid"]
+        assert listed[0]["cache"].startswith(os.path.join(home, ".cache", "fanhsm") + "/")
+        r = user("cat", os.path.join(mp, "d", "f.bin"))
+        assert r.returncode == 0 and r.stdout == data, r.stderr
+        r = user("stat", "-c", "%u:%g", os.path.join(mp, "d", "f.bin"))
+        assert r.stdout.decode().strip() == "%d:%d" % (nobody, nobody)
+        with pytest.raises(PermissionError):  # no allow_other: the user's alone, not root's
+            os.listdir(mp)
+        r = user(fanhsm, "umount", mp)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: not is_fanhsm(pid), "the user's daemon to exit")
+        assert not os.path.ismount(mp)
+    finally:
+        os.chmod("/dev/fuse", fuse_mode)
+        if pid and is_fanhsm(pid):
+            os.kill(pid, 9)
+        if os.path.ismount(mp):
+            subprocess.run(["umount", "-l", mp])

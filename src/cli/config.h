@@ -31,6 +31,8 @@ struct MountConfig {
   double cacheLow = 0.80;        // ... and frees down to this one
   std::string metrics;  // bind address of the Prometheus endpoint ("" : none)
   bool debug = false;
+  int logLevel = 1;              // log::Level: 0 debug, 1 info, 2 warn, 3 error
+  std::string logFile;           // empty: CACHE/meta/fanhsm.log
   // Ownership and modes the view shows (core::ViewPolicy): -1 / 0: the source's.
   int64_t uid = -1;
   int64_t gid = -1;

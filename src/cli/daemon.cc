@@ -147,7 +147,15 @@ class Daemon {
       }
       if (fds[0].revents & POLLIN) {
         struct signalfd_siginfo si {};
-        if (::read(sigFd, &si, sizeof si) == sizeof si) {
+        if (::read(sigFd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP) {
+          // logrotate's signal: the log file was moved away; start a new one by its name.
+          Status r = log::reopen();
+          if (r) {
+            log::info("SIGHUP: log file reopened");
+          } else {
+            log::warn("SIGHUP: reopening the log file: {}", r.message());
+          }
+        } else if (si.ssi_signo != 0) {
           log::info("signal {}: stopping", strsignal(static_cast<int>(si.ssi_signo)));
           Status s = frontend_->unmount(false);
           if (!s) {

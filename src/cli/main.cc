@@ -441,10 +441,15 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
   s = checkEmpty(config.mountpoint);
   if (!s) return fail(s.message());
 
-  if (config.foreground) {
-    if (config.debug) log::setLevel(log::Level::kDebug);
-    return runDaemon(config, -1);
+  const std::string logPath =
+      config.logFile.empty() ? config.cacheDir + "/meta/fanhsm.log" : config.logFile;
+  if (!config.logFile.empty()) {
+    // Checked here, where the error can still be shown.
+    UniqueFd f(::open(logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!f) return fail(fmt::format("--log-file '{}': {}", logPath, std::strerror(errno)));
   }
+  log::setLevel(static_cast<log::Level>(config.logLevel));
+  if (config.foreground) return runDaemon(config, -1);
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return fail(fmt::format("pipe: {}", std::strerror(errno)));
   pid_t pid = ::fork();
@@ -459,7 +464,6 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
       ::dup2(devnull, 1);
     }
     // Log into the cache directory (created by the daemon; make sure it exists first).
-    std::string logPath = config.cacheDir + "/meta/fanhsm.log";
     std::string mk = config.cacheDir;
     for (size_t pos = 1; pos <= mk.size(); ++pos) {
       if (pos == mk.size() || mk[pos] == '/') ::mkdir(mk.substr(0, pos).c_str(), 0700);
@@ -467,7 +471,6 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     ::mkdir((config.cacheDir + "/meta").c_str(), 0700);
     // Onto stderr (fd 2), kept under 16 MiB (one older file, fanhsm.log.1, is kept).
     (void)log::setFile(logPath, uint64_t{16} << 20);
-    if (config.debug) log::setLevel(log::Level::kDebug);
     _exit(runDaemon(config, pipefd[1]));
   }
   ::close(pipefd[1]);
@@ -497,8 +500,7 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     return fail(fmt::format("mount {} on {}: {}", displaySource(config.source), config.mountpoint,
                             msg.substr(4)));
   }
-  return fail(fmt::format("the daemon exited during setup (status {}); see {}/meta/fanhsm.log",
-                          status, config.cacheDir));
+  return fail(fmt::format("the daemon exited during setup (status {}); see {}", status, logPath));
 }
 
 int doUmount(const std::string& mpArg, bool lazy) {
@@ -894,7 +896,11 @@ int main(int argc, char** argv) {
   mount->add_option("--gid", gidArg, "Group of every file and directory in the view (name or number)");
   mount->add_option("--file-mode", fileModeArg, "Permission bits of every file, octal (default: the source's; for an HTTP source that needs credentials, without group and other bits)");
   mount->add_option("--dir-mode", dirModeArg, "Permission bits of every directory, octal (default as --file-mode)");
-  mount->add_flag("--debug", config.debug, "Verbose logging");
+  mount->add_flag("--debug", config.debug, "Verbose logging (as --log-level debug)");
+  std::string logLevelArg = "info";
+  mount->add_option("--log-level", logLevelArg, "Least important messages logged: debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+  mount->add_option("--log-file", config.logFile, "Log here instead of CACHE/meta/fanhsm.log (kept under 16 MiB, one older file as FILE.1; SIGHUP to the daemon opens it again, for logrotate)");
   mount->add_flag("--insecure,-k", config.insecure, "HTTP: do not verify TLS certificates");
   mount->add_option("--user,-u", config.user, "HTTP: basic auth as USER:PASSWORD (hidden from ps once parsed; prefer --credentials)");
   std::string credentialsArg;
@@ -967,6 +973,10 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--cache-low", "must be below --cache-high");
     }
     config.redirectsAnywhere = redirectsArg == "any";
+    config.logLevel = static_cast<int>(config.debug ? log::Level::kDebug : *log::parseLevel(logLevelArg));
+    if (!config.logFile.empty() && config.logFile.front() != '/') {
+      throw CLI::ValidationError("--log-file", "must be an absolute path (the daemon runs in /)");
+    }
     if (!uidArg.empty()) config.uid = parseId(uidArg, true);
     if (!gidArg.empty()) config.gid = parseId(gidArg, false);
     if (!fileModeArg.empty()) config.fileMode = parseMode(fileModeArg, "--file-mode");

@@ -68,6 +68,30 @@ Status setFile(const std::string& path, uint64_t maxBytes, int fd) {
   return Status::ok();
 }
 
+Status reopen() {
+  std::lock_guard lock(gMu);
+  if (gPath.empty()) return Status::ok();
+  int fd = ::open(gPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Status::fromErrno(errno, gPath);
+  struct stat st {};
+  ::fstat(fd, &st);
+  if (::dup2(fd, gFd.load()) < 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::fromErrno(err, gPath);
+  }
+  ::close(fd);
+  gBytes = static_cast<uint64_t>(st.st_size);
+  return Status::ok();
+}
+
+std::optional<Level> parseLevel(std::string_view name) {
+  for (int i = 0; i < 4; ++i) {
+    if (name == kNames[i]) return static_cast<Level>(i);
+  }
+  return std::nullopt;
+}
+
 // One line per message, whatever it holds: names from a server cannot inject escape
 // sequences or forge lines (util/printable.h).
 void write(Level level, std::string_view line) {

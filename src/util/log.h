@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,11 @@ void setFd(int fd);  // where lines go; default 2
 // Lines go to the file `path` (0600, appended), opened on descriptor `fd` (so that writes
 // to stderr land there too when fd is 2), rotated past `maxBytes` (0: never).
 Status setFile(const std::string& path, uint64_t maxBytes, int fd = 2);
+// Opens the file of setFile() again, by its name, on the same descriptor (after logrotate
+// moved it away: SIGHUP). Nothing to do without setFile().
+Status reopen();
+// "debug", "info", "warn" or "error"; nullopt for anything else.
+std::optional<Level> parseLevel(std::string_view name);
 bool enabled(Level level);
 void write(Level level, std::string_view line);
 

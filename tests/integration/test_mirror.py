@@ -8,6 +8,7 @@ import mmap
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -817,6 +818,28 @@ def test_plain_lazy_umount_serves_open_files_then_stops(mounter, src):
         assert f.read() == read_all(os.path.join(src, name))
         assert is_fanhsm(pid)  # still serving the open file
     wait_for(lambda: not is_fanhsm(pid), "the daemon to stop once the file is closed")
+
+
+def test_log_file_level_and_sighup(mounter, src, workdir):
+    """Issue #16: --log-file and --log-level; SIGHUP (logrotate) opens the log file again by
+    its name instead of stopping the daemon (before: SIGHUP unmounted)."""
+    log = os.path.join(workdir, "fanhsm.log")
+    quiet = mounter(src, extra=["--log-file", log, "--log-level", "warn"])
+    quiet.wait_crawl()
+    assert os.path.exists(log) and " info: " not in open(log).read()
+    quiet.cleanup()
+    os.unlink(log)
+    m = mounter(src, extra=["--log-file", log])
+    m.wait_crawl()
+    wait_for(lambda: os.path.exists(log) and "info: mounted" in open(log).read(), "the mount logged")
+    assert not os.path.exists(os.path.join(m.cache, "meta", "fanhsm.log"))
+    os.rename(log, log + ".1")  # what logrotate does
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: os.path.exists(log) and "log file reopened" in open(log).read(),
+             "a new log file after SIGHUP")
+    assert m.daemon_alive() and os.path.ismount(m.mountpoint)
+    name = os.path.join("names", "with space.txt")
+    assert read_all(os.path.join(m.mountpoint, name)) == read_all(os.path.join(src, name))
 
 
 def test_umount_while_busy_fails_then_works(mounter, src):

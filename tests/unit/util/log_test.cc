@@ -45,5 +45,28 @@ TEST(LogTest, RepeatsAreWrittenOnceAndTheFileIsBounded) {
   ::close(100);
 }
 
+TEST(LogTest, ReopenStartsANewFileAfterItWasMovedAway) {
+  hsm::testing::TempDir tmp;
+  const std::string path = tmp.path() + "/fanhsm.log";
+  ASSERT_TRUE(setFile(path, 0, 101).isOk());
+  info("before the move");
+  ASSERT_EQ(::rename(path.c_str(), (path + ".1").c_str()), 0);  // logrotate
+  info("still into the moved file");
+  ASSERT_TRUE(reopen().isOk());
+  info("into the new file");
+  EXPECT_NE(slurp(path + ".1").find("still into the moved file"), std::string::npos);
+  EXPECT_EQ(slurp(path).find("before the move"), std::string::npos);
+  EXPECT_NE(slurp(path).find("into the new file"), std::string::npos);
+  setFd(2);
+  ::close(101);
+}
+
+TEST(LogTest, LevelsByName) {
+  EXPECT_EQ(parseLevel("debug"), Level::kDebug);
+  EXPECT_EQ(parseLevel("warn"), Level::kWarn);
+  EXPECT_EQ(parseLevel("error"), Level::kError);
+  EXPECT_FALSE(parseLevel("loud").has_value());
+}
+
 }  // namespace
 }  // namespace hsm::log

@@ -22,6 +22,7 @@
 #include "frontend/fanotify/fanotify_defs.h"
 #include "frontend/fanotify/view_usage.h"
 #include "util/log.h"
+#include "util/mount_id.h"
 #include "util/rel_path.h"
 
 namespace hsm::frontend {
@@ -90,6 +91,7 @@ Status FanotifyFrontend::mountView() {
   }
   mounted_ = true;
   if (auto id = mountIdOf(config_.mountpoint)) viewMountId_ = *id;
+  if (auto id = uniqueMountId(tree.get())) uniqueViewId_ = *id;
   guard_.setViewMountId(viewMountId_);
   return Status::ok();
 }
@@ -319,7 +321,9 @@ Result<std::string> FanotifyFrontend::relPathOf(int fd) const {
   }
   if (mp == "/" && p.size() > 1) return std::string(p.substr(1));
   // A detached view has no place in the namespace: the kernel prints paths from its root.
-  if (detached_ && !p.empty() && p[0] == '/') return std::string(p.substr(1));
+  // Detached by someone else (`umount -l`) the daemon may not know yet: the kernel does.
+  const bool detached = detached_ || (uniqueViewId_ != 0 && !mountInNamespace(uniqueViewId_));
+  if (detached && !p.empty() && p[0] == '/') return std::string(p.substr(1));
   return Status::error(EIO, fmt::format("event for '{}' outside the mount point", p));
 }
 

@@ -134,6 +134,8 @@ class Daemon {
 
   std::string sourceName() const { return remote_ ? remote_->describe() : config_.source; }
 
+  std::string startedOffline() const { return populator_->stats().startedOffline; }
+
   // Serves control requests and signals until stopped. Returns the exit code.
   int serve(int sigFd) {
     while (!stop_) {
@@ -432,7 +434,8 @@ class Daemon {
                        {"entries", crawl.entriesAdded},
                        {"errors", crawl.errors}, {"skipped", crawl.skipped}, {"seconds", crawl.seconds},
                        {"revalidated", crawl.revalidated}, {"removed", crawl.removed},
-                       {"refused", crawl.refused}, {"names", crawl.names}, {"stalled", crawl.stalled}}},
+                       {"refused", crawl.refused}, {"names", crawl.names}, {"stalled", crawl.stalled},
+                       {"started_offline", crawl.startedOffline}}},
             {"events", {{"content", fe.fileEvents}, {"dir_open", fe.dirEvents}, {"file_open", fe.openEvents},
                         {"denied", fe.denied}, {"ignore_marks", fe.ignoreMarks}, {"pending", fe.pending}}},
             {"latency", {{"content", latencyJson(fe.contentLatency)}, {"dir_open", latencyJson(fe.dirLatency)}}},
@@ -520,7 +523,8 @@ int runDaemon(const MountConfig& config, int readyFd) {
     return 1;
   }
   log::info("mounted {} at {} (cache {})", d.sourceName(), config.mountpoint, config.cacheDir);
-  report(readyFd, "OK\n");
+  const std::string offline = d.startedOffline();
+  report(readyFd, offline.empty() ? "OK\n" : "OK offline: " + offline + "\n");
   if (readyFd >= 0) ::close(readyFd);
   return d.serve(sigFd.get());
 }

@@ -491,6 +491,12 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
   if (msg.rfind("OK", 0) == 0) {
     std::cout << "fanhsm: mounted " << displaySource(config.source) << " at " << config.mountpoint << " (pid "
               << pid << ", cache " << config.cacheDir << ")\n";
+    if (msg.rfind("OK offline: ", 0) == 0) {
+      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      std::cerr << "fanhsm: the source is unreachable (" << printable(msg.substr(12))
+                << "): serving what the cache holds; reads of what it lacks fail (EIO) until "
+                   "the source answers\n";
+    }
     return 0;
   }
   int status = 0;
@@ -584,6 +590,10 @@ void printMountStatus(const nlohmann::json& j) {
                            crawl["dirs_listed"].get<uint64_t>(), crawl["dirs_queued"].get<uint64_t>(),
                            crawl["entries"].get<uint64_t>(), crawl["errors"].get<uint64_t>(),
                            crawl["seconds"].get<double>());
+  if (!crawl.value("started_offline", std::string()).empty()) {
+    std::cout << fmt::format("  source   unreachable when mounted ({}): started from the cache\n",
+                             printable(crawl["started_offline"].get<std::string>()));
+  }
   if (crawl.contains("stalled") && !crawl["stalled"].get<std::string>().empty()) {
     std::cout << fmt::format("  crawl    waiting: {}\n", crawl["stalled"].get<std::string>());
   }

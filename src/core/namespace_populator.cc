@@ -63,8 +63,18 @@ NamespacePopulator::~NamespacePopulator() { stop(); }
 Status NamespacePopulator::start() {
   started_ = std::chrono::steady_clock::now();
   auto re = remote_.rootEntry();
-  if (!re) return re.status();
-  HSM_RETURN_IF_ERROR(cache_.addRoot(policy_.apply(*re)));
+  if (re) {
+    HSM_RETURN_IF_ERROR(cache_.addRoot(policy_.apply(*re)));
+  } else {
+    // The source does not answer. A cache that has listed the root before serves what it
+    // holds (an offline start: a laptop, a boot before the network); a new one cannot.
+    auto root = cache_.entry("");
+    if (!root || !root->has_value() || (*root)->state != cache::kDirListed) return re.status();
+    log::warn("the source is unreachable ({}): serving what the cache holds; reads of what it "
+              "lacks fail until the source answers", re.status().message());
+    std::lock_guard lock(mu_);
+    offline_ = re.status().message();
+  }
   if (auto st = cache_.stats()) {
     std::lock_guard lock(mu_);
     names_ = st->files + st->dirs + st->symlinks;
@@ -353,6 +363,7 @@ CrawlStats NamespacePopulator::stats() const {
   s.refused = refused_;
   s.names = names_;
   s.stalled = stalled_;
+  s.startedOffline = offline_;
   s.done = doneLocked() && !unlistedLeft;
   auto end = s.done && finishedSet_ ? finished_ : std::chrono::steady_clock::now();
   s.seconds = std::chrono::duration<double>(end - started_).count();

@@ -59,6 +59,7 @@ struct CrawlStats {
   uint64_t errors = 0;        // directories that failed to list
   uint64_t skipped = 0;       // remote names left out (bad names, special files)
   uint64_t revalidated = 0;   // listings checked again after the TTL
+  std::string startedOffline;  // why the source did not answer at start ("" if it did)
   uint64_t refused = 0;       // listings refused by a ListingLimits bound
   uint64_t names = 0;         // names in the mount (for ListingLimits::maxEntries)
   // Why the crawl is waiting instead of listing ("" if it is not): a full cache
@@ -111,7 +112,10 @@ class NamespacePopulator {
 
   // Records the root, lists it now (so the mount is usable at once), then starts the
   // background crawl of every directory not yet listed with `parallel` threads (0: no
-  // background crawl; directories are listed only when opened).
+  // background crawl; directories are listed only when opened). If the source does not
+  // answer, a cache whose root was listed before starts anyway (offline: what it holds is
+  // served, the rest fails until the source answers; stats().startedOffline says why); a
+  // new cache fails with the source's error.
   Status start();
   void stop();
 
@@ -170,6 +174,7 @@ class NamespacePopulator {
   uint64_t refused_ = 0;
   uint64_t names_ = 0;      // names in the mount: the index's at start, plus new listings
   std::string stalled_;     // CrawlStats::stalled
+  std::string offline_;  // the source's error at start, if it started offline
   std::chrono::seconds stallBackoff_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point finished_;

@@ -59,7 +59,8 @@ class Remote {
   // Reads a byte range of the file at `path`, checked against `version`. See above.
   virtual Status read(const std::string& path, const ObjectVersion& version, uint64_t offset,
                       uint64_t length, ByteSink& sink) = 0;
-  // The root's own attributes (mode, mtime) for the mount's root directory.
+  // The root's own attributes (mode, mtime) for the mount's root directory. An error if the
+  // source cannot be reached: the mount may still start from its cache (offline).
   virtual Result<Entry> rootEntry() = 0;
   // A short description for status and logs, e.g. "dir:/srv/archive". Never credentials.
   virtual std::string describe() const = 0;

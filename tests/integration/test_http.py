@@ -256,6 +256,68 @@ def test_ctrl_c_during_mount_stops_the_daemon(fanhsm, cachefs, workdir, frontend
         silent.close()
 
 
+def test_offline_start_serves_the_cache(mounter, workdir):
+    """Issue #16: `fanhsm mount` of an existing cache while the source is unreachable (a
+    laptop, a boot before the network) failed. It now starts, says so, serves the listing
+    and the content the cache holds, fails (EIO) reads of what it lacks, and serves those
+    too once the source answers again. A new cache still refuses (see
+    test_http_server_down_at_mount_is_a_clear_error)."""
+    import signal
+    import subprocess
+    from servers import _wait_ready, free_port
+    root = os.path.join(workdir, "www")
+    data = {n: rand_bytes(size, seed) for n, size, seed in [("cached.bin", 300_000, 71),
+                                                             ("other.bin", 200_000, 72)]}
+    for n, d in data.items():
+        write(os.path.join(root, "d", n), d)
+    port = free_port()
+    url = "http://127.0.0.1:%d/" % port
+    log = os.path.join(workdir, "server.log")
+    servers = []
+
+    def serve():
+        with open(log, "a") as out:
+            proc = subprocess.Popen(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1",
+                                     "--directory", root, str(port)], stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        servers.append(proc)
+        _wait_ready(url, proc, log)
+        return proc
+
+    def stop(proc):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=WAIT_S)
+    try:
+        server = serve()
+        m = mounter(url, extra=["--timeout", "3", "--retries", "0"])
+        m.wait_crawl()
+        d = os.path.join(m.mountpoint, "d")
+        assert read_all(os.path.join(d, "cached.bin")) == data["cached.bin"]
+        m.wait_durable(os.path.join(d, "cached.bin"))
+        assert m.umount().returncode == 0
+        stop(server)
+        r = m.mount()  # the source is down now
+        assert "unreachable" in r.stderr and "serving what the cache holds" in r.stderr, r.stderr
+        assert m.status()["crawl"]["started_offline"]
+        assert sorted(os.listdir(d)) == ["cached.bin", "other.bin"]
+        assert read_all(os.path.join(d, "cached.bin")) == data["cached.bin"]
+        with pytest.raises(OSError) as e:
+            read_all(os.path.join(d, "other.bin"))
+        assert e.value.errno == errno.EIO
+        serve()  # back, on the same address
+
+        def other():
+            try:
+                return read_all(os.path.join(d, "other.bin")) == data["other.bin"]
+            except OSError:
+                return False  # a failure is remembered for a second (FAILURE_MEMORY_S)
+        wait_for(other, "other.bin once the source answers again")
+    finally:
+        for proc in servers:
+            if proc.poll() is None:
+                stop(proc)
+
+
 def test_http_credentials_never_logged(mounter, served, workdir):
     with web_server("python", served, workdir) as url:
         secret_url = url.replace("http://", "http://alice:s3cr3t-pw@")

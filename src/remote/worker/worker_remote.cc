@@ -402,7 +402,11 @@ Status WorkerRemote::spawnLocked() {
             s = workerError(j.at("errno"), j.at("error").get<std::string>());
           } else {
             describe_ = j.at("describe").get<std::string>();
-            root_ = fromJson(j.at("root"));
+            if (j.contains("offline")) {
+              root_ = workerError(j["offline"].at("errno"), j["offline"].at("error").get<std::string>());
+            } else {
+              root_ = fromJson(j.at("root"));
+            }
             ranges_ = j.at("ranges").get<bool>();
           }
         } catch (const nlohmann::json::exception& e) {
@@ -649,10 +653,16 @@ int runFetchWorker(int controlFd,
   auto remote = open(config);
   if (!remote) return fail(remote.status());
   if (Status s = dropPrivileges(config); !s) return fail(s);
+  // A source that does not answer now is no reason to stop: the daemon may serve what its
+  // cache holds (an offline start) and every call tries the source again.
   auto root = (*remote)->rootEntry();
-  if (!root) return fail(root.status());
-  nlohmann::json hello = {{"ok", true}, {"describe", (*remote)->describe()}, {"root", toJson(*root)},
+  nlohmann::json hello = {{"ok", true}, {"describe", (*remote)->describe()},
                           {"ranges", (*remote)->supportsRanges()}};
+  if (root) {
+    hello["root"] = toJson(*root);
+  } else {
+    hello["offline"] = {{"errno", root.status().code()}, {"error", root.status().message()}};
+  }
   if (!sendMessage(controlFd, hello.dump(), -1)) return 1;
   struct Call {
     std::thread thread;

@@ -9,7 +9,9 @@
 //   message is the worker's configuration (JSON, credentials included: they never appear
 //   in argv or the environment). The worker opens the real Remote, drops privileges
 //   (WorkerOptions::dropPrivileges) and answers a hello with describe(), rootEntry() and
-//   supportsRanges().
+//   supportsRanges(). A source that does not answer then still gets a hello ("offline":
+//   its error): rootEntry() returns that error, and every call tries the source again (the
+//   daemon decides whether its cache can serve meanwhile: NamespacePopulator::start).
 // - Each call (list, read) gets a fresh SOCK_STREAM socketpair; one end travels to the
 //   worker with the request (SCM_RIGHTS), the caller reads the answer from the other in
 //   frames: [type u8][length u32 little-endian][payload]. 'D' content bytes (consecutive),
@@ -114,7 +116,7 @@ class WorkerRemote final : public Remote {
   uint64_t generation_ = 0;
   std::vector<std::chrono::steady_clock::time_point> restartTimes_;
   std::string describe_;
-  Entry root_;
+  Result<Entry> root_{Entry{}};  // the source's error if it did not answer at start
   std::atomic<bool> ranges_{true};
   std::atomic<uint64_t> restarts_{0}, retried_{0};
 };

@@ -496,8 +496,11 @@ def test_http_server_without_ranges_streams_each_file_once(mounter, workdir):
         finally:
             os.close(fd)
         assert got == data
-        # Not one request per chunk (each of which would stream the prefix again).
-        assert m.status()["fetch"]["count"] <= 4
+        # Not one request per chunk (41 here, each of which would stream the prefix again).
+        # How the reads, the streams and readahead interleave varies with the machine's load:
+        # 3 requests when idle, 5 seen under load; never a byte twice.
+        f = m.status()["fetch"]
+        assert f["count"] <= 6 and f["bytes"] == len(data), f
 
 
 def test_http_listing_revalidation_after_ttl(mounter, served, workdir, frontend):

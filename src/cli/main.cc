@@ -45,7 +45,6 @@
 namespace hsm::cli {
 namespace {
 
-
 int fail(const std::string& msg) {
   std::cerr << "fanhsm: " << printable(msg) << "\n";
   return 1;
@@ -315,9 +314,7 @@ int doList(bool json) {
   for (const auto& r : records) {
     const bool alive = processAlive(r.pid);
     const bool mounted = isMountPoint(r.mountpoint);
-    const std::string state = alive && mounted ? "running"
-                              : alive          ? "stopping"
-                                               : "daemon gone (fanhsm umount clears it)";
+    const std::string state = alive && mounted ? "running" : alive ? "stopping" : "gone";
     out.push_back({{"mountpoint", r.mountpoint}, {"source", r.source}, {"frontend", r.frontend},
                    {"cache", r.cache}, {"pid", r.pid}, {"state", state}});
   }
@@ -330,11 +327,13 @@ int doList(bool json) {
     return 0;
   }
   for (const auto& m : out) {
+    const std::string state = m["state"].get<std::string>();
     std::cout << fmt::format("{}\n  source   {}\n  frontend {}, cache {}\n  daemon   pid {}, {}\n",
                              printable(m["mountpoint"].get<std::string>()),
                              printable(m["source"].get<std::string>()),
                              m["frontend"].get<std::string>(), printable(m["cache"].get<std::string>()),
-                             m["pid"].get<int>(), m["state"].get<std::string>());
+                             m["pid"].get<int>(),
+                             state == "gone" ? "gone (`fanhsm umount` clears what it left)" : state);
   }
   return 0;
 }

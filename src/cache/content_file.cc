@@ -148,10 +148,16 @@ Result<std::unique_ptr<ContentFile>> ContentFile::load(CacheStore& cache, const 
     if (UniqueFd invisible = invisibleWriter(fd->get(), cache.treeFd())) {
       cf->fd_ = std::move(invisible);
       cf->invisible_ = true;
+      fd->reset();  // one descriptor of ours: a second would refuse every lease on fd_
     } else {
       cf->fd_ = std::move(*fd);
     }
     cf->reclaimUnrecorded(static_cast<uint64_t>(st.st_blocks) * 512, chunkSize);
+    // A complete file whose attribute does not say so yet (the daemon stopped before it
+    // settled: it waits for the last close) gets it once no one has the file open.
+    if (cf->recorded_.full() && !inodeComplete(cf->fd_.get())) {
+      cf->pendingState_ = static_cast<int>(State::kFull);
+    }
     return cf;
   }
 }
@@ -232,7 +238,9 @@ bool ContentFile::settleState(bool force) {
   std::lock_guard lock(stateMu_);
   if (pendingState_ < 0) return true;
   const bool leased = !force && tryLease();
-  if (!force && !leased) return false;  // open: a reader may compare ctime before and after
+  // Open (EAGAIN): a reader may compare ctime before and after. A filesystem without
+  // leases (EINVAL: NFS, leases disabled) cannot tell: written at once, as before.
+  if (!force && !leased && errno == EAGAIN) return false;
   setStateAttr(fd_.get(), static_cast<State>(pendingState_), path_);
   if (leased) unlease();
   pendingState_ = -1;

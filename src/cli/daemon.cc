@@ -149,8 +149,10 @@ class Daemon {
       }
       if (fds[0].revents & POLLIN) {
         struct signalfd_siginfo si {};
-        if (::read(sigFd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP) {
+        if (::read(sigFd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP &&
+            (!config_.foreground || !config_.logFile.empty())) {
           // logrotate's signal: the log file was moved away; start a new one by its name.
+          // (In the foreground without a log file it is the terminal's hangup: stop.)
           Status r = log::reopen();
           if (r) {
             log::info("SIGHUP: log file reopened");

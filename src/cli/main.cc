@@ -366,6 +366,14 @@ int stopInterruptedMount(pid_t pid, const std::string& mountpoint) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, &status, 0);
   }
+  if (!mounted && isMountPoint(mountpoint)) {
+    // It mounted its view between our look and the kill: a view without its daemon must not
+    // stay (its guard may not know it yet).
+    if (::umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+      std::cerr << fmt::format("fanhsm: '{}' stays mounted without its daemon: {}; run "
+                               "`umount -l {}`\n", mountpoint, std::strerror(errno), mountpoint);
+    }
+  }
   std::cerr << fmt::format("fanhsm: mount on {} interrupted: its daemon (pid {}) was stopped{}\n",
                            mountpoint, pid,
                            exited || !mounted ? "" : " by SIGKILL; the next mount clears what it left");
@@ -448,7 +456,10 @@ int doMount(MountConfig config, const std::string& sourceArg, const std::string&
     if (!f) return fail(fmt::format("--log-file '{}': {}", logPath, std::strerror(errno)));
   }
   log::setLevel(static_cast<log::Level>(config.logLevel));
-  if (config.foreground) return runDaemon(config, -1);
+  if (config.foreground) {
+    if (!config.logFile.empty()) (void)log::setFile(logPath, uint64_t{16} << 20);
+    return runDaemon(config, -1);
+  }
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return fail(fmt::format("pipe: {}", std::strerror(errno)));
   pid_t pid = ::fork();

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <system_error>
 
 namespace hsm::core {
 
@@ -176,8 +177,14 @@ void FetchScheduler::loop() {
     ++runningPerKey_[job.key];
     auto me = runningJobs_.insert(runningJobs_.end(),
                                   {job.id, readahead, Clock::now(), std::move(job.preempt)});
-    // One thread stays free to start a job beside long ones (bounded by maxRunning_).
-    if (threads_.size() <= running_ && threads_.size() < maxRunning_) spawnLocked();
+    // One thread stays free to start a job beside long ones (bounded by maxRunning_). If
+    // the system refuses another thread (pids.max, RLIMIT_NPROC), the threads there are do.
+    if (threads_.size() <= running_ && threads_.size() < maxRunning_) {
+      try {
+        spawnLocked();
+      } catch (const std::system_error&) {
+      }
+    }
     lock.unlock();
     job.run();
     job.run = nullptr;

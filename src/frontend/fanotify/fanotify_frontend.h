@@ -122,7 +122,7 @@ class FanotifyFrontend final : public Frontend {
   bool mounted_ = false;
   std::atomic<bool> detached_{false};  // lazily unmounted: paths are relative to the view root
   uint64_t viewMountId_ = 0;  // to find files still open on the view after a lazy unmount
-  uint64_t uniqueViewId_ = 0;  // the view's unique mount id (util/mount_id.h); 0: unknown
+  std::atomic<uint64_t> uniqueViewId_{0};  // the view's unique mount id (util/mount_id.h); 0: unknown
 
   PercentileHistogram contentLatency_, dirLatency_;
   std::atomic<uint64_t> fileEvents_{0}, dirEvents_{0}, openEvents_{0}, denied_{0},

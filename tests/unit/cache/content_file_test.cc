@@ -243,6 +243,32 @@ TEST_F(ContentFileTest, TheStateAttributeWaitsForTheLastClose) {
   EXPECT_EQ(std::string(v, std::max<ssize_t>(0, n)), "full");
 }
 
+TEST_F(ContentFileTest, AnAttributeLeftBehindByAStopIsWrittenAtTheNextLoad) {
+  // The daemon stopped after recording a complete file and before its attribute settled
+  // (a reader held it): the next load makes it due again, so "full" is not lost for good.
+  {
+    auto cf = load();
+    for (uint64_t c = 0; c < 6; ++c) ASSERT_TRUE(writeChunk(*cf, c).isOk());
+    ChunkMap present(source_.size(), kChunk);
+    for (uint64_t c = 0; c < 6; ++c) present.set(c);
+    bool syncFailed = false;
+    ASSERT_TRUE(cf->commit(present, &syncFailed).isOk());
+    ASSERT_TRUE(cf->settleState());
+  }
+  auto fd = cache_->openBeneath("f", O_RDONLY);
+  ASSERT_TRUE(fd.isOk());
+  ASSERT_EQ(::fsetxattr(fd->get(), kStateXattr, "partial", 7, 0), 0);  // as the stop left it
+  fd->reset();
+  auto cf = load();
+  EXPECT_TRUE(cf->statePending());
+  EXPECT_TRUE(cf->settleState());
+  auto again = cache_->openBeneath("f", O_RDONLY);
+  ASSERT_TRUE(again.isOk());
+  char v[16] = {};
+  const ssize_t n = ::fgetxattr(again->get(), kStateXattr, v, sizeof v);
+  EXPECT_EQ(std::string(v, std::max<ssize_t>(0, n)), "full");
+}
+
 TEST_F(ContentFileTest, ReleaseOfAFileInUseIsBusy) {
   auto other = cache_->openBeneath("f", O_RDONLY);
   ASSERT_TRUE(other.isOk());

@@ -397,3 +397,14 @@ def mounter(fanhsm, cachefs, run_dir, workdir, frontend, request):
     finally:
         for m in reversed(mounts):
             m.cleanup()
+        remove_caches(cachefs, workdir, mounts)
+
+
+def remove_caches(cachefs, workdir, mounts):
+    """A test's caches on the run's cache filesystem go with the test: the whole suite's
+    would not fit in it (3 GiB; a full one made later tests fail with ENOSPC). Only once
+    every daemon that used them is gone and nothing is mounted below them."""
+    d = os.path.join(cachefs, os.path.basename(workdir))
+    if any(is_fanhsm(p) for m in mounts for p in m.pids) or mounts_below(d):
+        return
+    shutil.rmtree(d, ignore_errors=True)

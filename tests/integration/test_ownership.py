@@ -14,7 +14,7 @@ import zlib
 
 import pytest
 
-from conftest import WAIT_S, changed_errno, run, wait_for
+from conftest import WAIT_S, changed_errno, remove_caches, run, wait_for
 from test_faults import loop_ext4, restart_after_power_cut
 from tree_util import rand_bytes, read_all, write
 
@@ -122,6 +122,7 @@ def copy_mount(copy_source, fanhsm, cachefs, run_dir, frontend, tmp_path_factory
         yield m
     finally:
         m.cleanup()
+        remove_caches(cachefs, work, [m])
 
 
 @pytest.mark.parametrize("state", STATES)

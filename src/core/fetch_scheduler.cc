@@ -84,18 +84,22 @@ void FetchScheduler::stop() {
   }
 }
 
-bool FetchScheduler::demandMayStartLocked(Clock::time_point now, Clock::time_point* longAt) const {
-  if (running_ < slots_) return true;
-  if (running_ >= maxRunning_) return false;
+size_t FetchScheduler::youngLocked(Clock::time_point now, Clock::time_point* oldestYoung) const {
   size_t young = 0;
-  Clock::time_point oldestYoung = Clock::time_point::max();
   for (const auto& r : runningJobs_) {
     if (now - r.started < longAfter_) {
       ++young;
-      oldestYoung = std::min(oldestYoung, r.started);
+      if (oldestYoung) *oldestYoung = std::min(*oldestYoung, r.started);
     }
   }
-  if (young < slots_) return true;
+  return young;
+}
+
+bool FetchScheduler::demandMayStartLocked(Clock::time_point now, Clock::time_point* longAt) const {
+  if (running_ < slots_) return true;
+  if (running_ >= maxRunning_) return false;
+  Clock::time_point oldestYoung = Clock::time_point::max();
+  if (youngLocked(now, &oldestYoung) < slots_) return true;
   if (longAt) *longAt = oldestYoung + longAfter_;
   return false;
 }
@@ -117,8 +121,7 @@ FetchSchedulerStats FetchScheduler::stats() const {
   std::lock_guard lock(mu_);
   FetchSchedulerStats s;
   s.running = running_;
-  const auto now = Clock::now();
-  for (const auto& r : runningJobs_) s.runningLong += now - r.started >= longAfter_ ? 1 : 0;
+  s.runningLong = runningJobs_.size() - youngLocked(Clock::now(), nullptr);
   s.slots = slots_;
   s.maxRunning = maxRunning_;
   s.preempted = preempted_;

@@ -87,6 +87,9 @@ class FetchScheduler {
     Clock::time_point started;
     std::function<bool()> preempt;  // moved from the job; empty once used
   };
+  // Running jobs that started less than longAfter_ before `now`; the start of the oldest
+  // of them goes to `*oldestYoung` (if given and earlier than it).
+  size_t youngLocked(Clock::time_point now, Clock::time_point* oldestYoung) const;
   // Whether a demand job may start now; if not because every slot is held by a young
   // job, `*longAt` is when the oldest of them becomes long (caller holds mu_).
   bool demandMayStartLocked(Clock::time_point now, Clock::time_point* longAt) const;
